@@ -1,0 +1,86 @@
+//! The command line: one module per subcommand. Each returns `Result<(), CliError>`;
+//! `main` prints the error and picks the exit code.
+
+pub mod ca;
+pub mod env;
+pub mod ledger;
+pub mod proxy;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::CliError;
+use crate::paths::Home;
+
+/// Axtary: a local credential proxy for AI agents. The agent never holds the token.
+#[derive(Parser, Debug)]
+#[command(name = "axtary", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (default: ./axtary.yml, else the built-in default).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy.
+    Proxy(proxy::ProxyArgs),
+    /// The audit ledger: verify its hash chain, show recent lines.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
+    /// The local CA that signs intercepted hosts' certificates.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Print the environment an agent needs to use the proxy.
+    Env(env::EnvArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Proxy(args) => proxy::run(&cli, args),
+        Command::Ledger { command } => ledger::run(&cli, command),
+        Command::Ca { command } => ca::run(&cli, command),
+        Command::Env(args) => env::run(&cli, args),
+    }
+}
+
+/// The state directory, or a usage error saying how to set it.
+pub fn home() -> Result<Home, CliError> {
+    Home::from_env().map_err(CliError::Usage)
+}
+
+/// Loads the config named by `--config` (or the default chain); errors are usage errors.
+pub fn load_config(cli: &Cli, home: &Home) -> Result<Config, CliError> {
+    Config::load(cli.config.as_deref(), home).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// The async runtime: multi-threaded, one worker per core.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}

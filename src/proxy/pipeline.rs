@@ -1,0 +1,206 @@
+//! One request on a connector route, from guard to ledger:
+//! quota -> guard -> credential -> inject -> forward -> scrub -> ledger.
+//!
+//! Transport (CONNECT, TLS, gateway) is decided before this point; this module only sees a
+//! request already bound to a connector and a host.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::body::{Counted, Finish, PendingEntry};
+use super::forward::ProxyBody;
+use super::guard::{Verdict, MAX_GRAPHQL_BODY};
+use super::inject::{self, Admitted};
+use super::{respond, State};
+use crate::error::{ErrorCode, ProxyError};
+use crate::ledger::{Decision, Entry};
+use crate::redact::RedactBody;
+
+/// Handles one request for connector `index`, to be sent to `host`.
+pub async fn handle(
+    state: &Arc<State>,
+    index: usize,
+    host: &str,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let conn = &state.connectors[index];
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let bytes_in = Arc::new(AtomicU64::new(0));
+
+    let mut entry = Entry {
+        connector: Some(conn.name.clone()),
+        method: method.as_str().to_string(),
+        host: host.to_string(),
+        path: path.clone(),
+        status: 0,
+        duration_ms: 0,
+        decision: Decision::Error,
+        credential_source: None,
+        bytes_in: 0,
+        bytes_out: 0,
+    };
+    let local = |entry: Entry, decision: Decision, resp: Response<ProxyBody>| {
+        finish(state, entry, decision, resp, started, bytes_in.clone())
+    };
+
+    // The upstream told us its quota is spent: answer locally until its reset.
+    if let Some(secs) = conn.quota.blocked_for(SystemTime::now()) {
+        let err = ProxyError::new(
+            ErrorCode::RateLimited,
+            format!("the upstream's rate limit for `{}` is spent; retry after {secs} s", conn.name),
+        )
+        .for_connector(&conn.name)
+        .retry_after(secs);
+        return local(entry, Decision::RateLimited, respond::error(&err));
+    }
+
+    let (parts, body) = req.into_parts();
+    // A GraphQL POST under a writes rule must be read (bounded) to tell a query from a
+    // mutation; everything else streams.
+    let (body, guard_body): (ProxyBody, Option<Bytes>) = if conn.guard.needs_body(&method, &path) {
+        match Limited::new(body, MAX_GRAPHQL_BODY).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                (respond::full(bytes.clone()), Some(bytes))
+            }
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => (respond::empty(), None),
+            Err(e) => {
+                let err = ProxyError::new(
+                    ErrorCode::BadRequest,
+                    format!("could not read the request body: {e}"),
+                )
+                .for_connector(&conn.name);
+                return local(entry, Decision::Error, respond::error(&err));
+            }
+        }
+    } else {
+        (
+            Counted::new(body, bytes_in.clone())
+                .map_err(|e| Box::new(e) as _)
+                .boxed(),
+            None,
+        )
+    };
+
+    match conn.guard.check(&method, &path, guard_body.as_deref()) {
+        Verdict::Allow => {}
+        Verdict::Deny { reason } => {
+            let err = ProxyError::new(
+                ErrorCode::PolicyDenied,
+                format!("{} {} refused by connector `{}`: {reason}", method, path, conn.name),
+            )
+            .for_connector(&conn.name);
+            return local(entry, Decision::Denied, respond::error(&err));
+        }
+        Verdict::DryRun => {
+            let resp = respond::json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "dryRun": true,
+                    "connector": conn.name,
+                    "method": method.as_str(),
+                    "path": path,
+                    "message": "writes are in dry-run mode for this connector: the request was logged and not sent",
+                }),
+            );
+            return local(entry, Decision::DryRun, resp);
+        }
+        Verdict::RateLimited { retry_after_secs } => {
+            let err = ProxyError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "the local rate limit of connector `{}` is spent; retry after {retry_after_secs} s",
+                    conn.name
+                ),
+            )
+            .for_connector(&conn.name)
+            .retry_after(retry_after_secs);
+            return local(entry, Decision::RateLimited, respond::error(&err));
+        }
+    }
+    if let Some(b) = &guard_body {
+        bytes_in.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    let credential = match state.broker.credential(index).await {
+        Ok(c) => c,
+        Err(e) => return local(entry, Decision::Error, respond::error(&e)),
+    };
+    entry.credential_source = Some(credential.source.as_str().to_string());
+
+    let prepared = match inject::prepare(Admitted(()), parts, body, host, &credential) {
+        Ok(p) => p,
+        Err(e) => {
+            return local(entry, Decision::Error, respond::error(&e.for_connector(&conn.name)))
+        }
+    };
+
+    let sent = tokio::time::timeout(state.timeout, state.upstream.send(prepared)).await;
+    let upstream = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::warn!(connector = %conn.name, error = %e, "upstream request failed");
+            return local(entry, Decision::Error, respond::error(&e.for_connector(&conn.name)));
+        }
+        Err(_) => {
+            let err = ProxyError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "{host} did not answer within {} s (upstream.timeoutSecs)",
+                    state.timeout.as_secs()
+                ),
+            )
+            .for_connector(&conn.name);
+            return local(entry, Decision::Error, respond::error(&err));
+        }
+    };
+
+    conn.quota
+        .observe(upstream.status(), upstream.headers(), SystemTime::now());
+    let (mut parts, body) = upstream.into_parts();
+    inject::prepare_response_headers(&mut parts.headers, &credential, &conn.name_header);
+    if method != Method::HEAD {
+        // Scrubbing can change the body's length, so let hyper frame it (chunked on h1).
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    // SECURITY: the upstream may echo the credential back; scrub it as the body streams.
+    let body = RedactBody::new(body, Some(credential.redactor.clone()))
+        .map_err(|e| Box::new(e) as _)
+        .boxed();
+    let resp = Response::from_parts(parts, body);
+    finish(state, entry, Decision::Injected, resp, started, bytes_in)
+}
+
+/// Attaches the ledger line to the response; it is written when the body ends.
+fn finish(
+    state: &Arc<State>,
+    mut entry: Entry,
+    decision: Decision,
+    resp: Response<ProxyBody>,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+) -> Response<ProxyBody> {
+    entry.status = resp.status().as_u16();
+    entry.decision = decision;
+    let pending = PendingEntry {
+        ledger: state.ledger.clone(),
+        entry,
+        started,
+        bytes_in,
+    };
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, Finish::new(body, pending).boxed())
+}
+
+/// Requests that are reads by method alone, for callers that need it.
+pub fn is_safe_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
