@@ -102,5 +102,9 @@ fn missing_config_file_exits_2_naming_it() {
     let missing = home.path().join("does-not-exist.yml");
     let out = home.proxy(&missing).run_to_exit();
     out.assert_code(2);
-    assert!(out.stderr().contains("does-not-exist.yml"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("does-not-exist.yml"),
+        "{}",
+        out.stderr()
+    );
 }

@@ -12,7 +12,11 @@ fn gateway_path_goes_upstream_with_injected_token() {
     let out = curl([stack.proxy.url("/github/rate_limit")]);
     out.assert_status(200);
     assert_eq!(out.header("x-axtary-connector"), Some("github"));
-    assert!(out.json()["resources"]["core"].is_object(), "{}", out.describe());
+    assert!(
+        out.json()["resources"]["core"].is_object(),
+        "{}",
+        out.describe()
+    );
     let seen = stack.mock.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/rate_limit");
@@ -42,8 +46,12 @@ fn gateway_keeps_method_body_and_query_string() {
 #[test]
 fn gateway_serves_slack_and_linear_in_their_formats() {
     let stack = Stack::start();
-    curl(["-X".to_string(), "POST".to_string(), stack.proxy.url("/slack/api/auth.test")])
-        .assert_status(200);
+    curl([
+        "-X".to_string(),
+        "POST".to_string(),
+        stack.proxy.url("/slack/api/auth.test"),
+    ])
+    .assert_status(200);
     curl([
         "--data".to_string(),
         r#"{"query":"{ viewer { id } }"}"#.to_string(),

@@ -20,14 +20,23 @@ fn deny_rule_refuses_with_policy_denied() {
     let out = stack.curl(["-X", "DELETE", "https://api.github.com/repos/acme/web"]);
     assert_axtary_error(&out, 403, "policy_denied");
     assert_eq!(out.json()["error"]["connector"], "github");
-    assert!(stack.mock.seen().is_empty(), "{:?}", stack.mock.seen_lines());
+    assert!(
+        stack.mock.seen().is_empty(),
+        "{:?}",
+        stack.mock.seen_lines()
+    );
 
     // Other methods, and other connectors, are unaffected.
-    stack.curl(["https://api.github.com/repos/acme/web"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/repos/acme/web"])
+        .assert_status(200);
     stack
         .curl(["-X", "DELETE", "https://slack.com/api/x"])
         .assert_status(200);
-    assert_eq!(stack.mock.seen_lines(), ["GET /repos/acme/web", "DELETE /api/x"]);
+    assert_eq!(
+        stack.mock.seen_lines(),
+        ["GET /repos/acme/web", "DELETE /api/x"]
+    );
 }
 
 #[test]
@@ -59,15 +68,14 @@ fn allow_list_refuses_unlisted_requests() {
 #[test]
 fn single_star_matches_exactly_one_segment() {
     let stack = Stack::builder()
-        .config(|c| {
-            c.connector_yaml(
-                "github",
-                r#"allow: ["POST /repos/acme/*/pulls/*/reviews"]"#,
-            )
-        })
+        .config(|c| c.connector_yaml("github", r#"allow: ["POST /repos/acme/*/pulls/*/reviews"]"#))
         .start();
     stack
-        .curl(["-X", "POST", "https://api.github.com/repos/acme/web/pulls/7/reviews"])
+        .curl([
+            "-X",
+            "POST",
+            "https://api.github.com/repos/acme/web/pulls/7/reviews",
+        ])
         .assert_status(200);
     let out = stack.curl([
         "-X",
@@ -75,9 +83,16 @@ fn single_star_matches_exactly_one_segment() {
         "https://api.github.com/repos/acme/web/extra/pulls/7/reviews",
     ]);
     assert_axtary_error(&out, 403, "policy_denied");
-    let out = stack.curl(["-X", "POST", "https://api.github.com/repos/acme/web/pulls/7"]);
+    let out = stack.curl([
+        "-X",
+        "POST",
+        "https://api.github.com/repos/acme/web/pulls/7",
+    ]);
     assert_axtary_error(&out, 403, "policy_denied");
-    assert_eq!(stack.mock.seen_lines(), ["POST /repos/acme/web/pulls/7/reviews"]);
+    assert_eq!(
+        stack.mock.seen_lines(),
+        ["POST /repos/acme/web/pulls/7/reviews"]
+    );
 }
 
 #[test]
@@ -85,7 +100,9 @@ fn writes_deny_refuses_writes_and_allows_reads() {
     let stack = Stack::builder()
         .config(|c| c.connector_yaml("github", "writes: deny"))
         .start();
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
     stack
         .curl(["-I", "https://api.github.com/user"])
         .assert_status(200);
@@ -117,10 +134,16 @@ fn dry_run_write_is_answered_locally_and_never_sent() {
         "the answer should say it was a dry run\n{}",
         out.describe()
     );
-    assert!(stack.mock.seen().is_empty(), "{:?}", stack.mock.seen_lines());
+    assert!(
+        stack.mock.seen().is_empty(),
+        "{:?}",
+        stack.mock.seen_lines()
+    );
 
     // Reads still go upstream.
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
     assert_eq!(stack.mock.seen_lines(), ["GET /user"]);
 }
 
@@ -132,7 +155,10 @@ fn graphql_query_is_a_read_and_mutation_is_a_write() {
                 .connector_yaml("github", "writes: deny")
         })
         .start();
-    for url in ["https://api.linear.app/graphql", "https://api.github.com/graphql"] {
+    for url in [
+        "https://api.linear.app/graphql",
+        "https://api.github.com/graphql",
+    ] {
         let out = stack.curl([
             "-H",
             "Content-Type: application/json",
@@ -158,8 +184,12 @@ fn local_rate_limit_answers_429_with_retry_after() {
     let stack = Stack::builder()
         .config(|c| c.connector_yaml("github", "rateLimit: { perMinute: 60, burst: 2 }"))
         .start();
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
     let out = stack.curl(["https://api.github.com/user"]);
     assert_axtary_error(&out, 429, "rate_limited");
     assert!(retry_after_secs(&out) >= 1, "{}", out.describe());

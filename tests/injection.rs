@@ -63,10 +63,17 @@ fn linear_api_key_is_sent_without_bearer() {
 fn linear_oauth_token_is_sent_with_bearer() {
     let token = format!("lin_oauth_{}", random_alnum(40));
     let stack = Stack::builder().token("linear", &token).start();
-    let out = stack.curl(["--data", r#"{"query":"{ viewer { id } }"}"#, "https://api.linear.app/graphql"]);
+    let out = stack.curl([
+        "--data",
+        r#"{"query":"{ viewer { id } }"}"#,
+        "https://api.linear.app/graphql",
+    ]);
     out.assert_status(200);
     let expected = format!("Bearer {token}");
-    assert_eq!(stack.mock.seen()[0].header("authorization"), Some(expected.as_str()));
+    assert_eq!(
+        stack.mock.seen()[0].header("authorization"),
+        Some(expected.as_str())
+    );
 }
 
 #[test]
@@ -96,7 +103,12 @@ fn proxy_authorization_inside_tunnel_is_not_forwarded() {
     let leak = format!("leak{}", random_alnum(20));
     let header = format!("Proxy-Authorization: Bearer {leak}");
     for version in ["--http1.1", "--http2"] {
-        let out = stack.curl([version, "-H", header.as_str(), "https://api.github.com/user"]);
+        let out = stack.curl([
+            version,
+            "-H",
+            header.as_str(),
+            "https://api.github.com/user",
+        ]);
         out.assert_status(200);
     }
     let seen = stack.mock.seen();
@@ -131,7 +143,8 @@ fn hop_by_hop_headers_are_not_forwarded() {
     assert!(!req.has_header("x-foo"), "{req:?}");
     assert!(!req.has_header("keep-alive"), "{req:?}");
     assert!(
-        req.header("connection").is_none_or(|v| !v.to_ascii_lowercase().contains("x-foo")),
+        req.header("connection")
+            .is_none_or(|v| !v.to_ascii_lowercase().contains("x-foo")),
         "{req:?}"
     );
 }
@@ -147,7 +160,10 @@ fn query_string_and_method_reach_upstream() {
     out.assert_status(200);
     let seen = stack.mock.seen();
     assert_eq!(seen[0].method, "PATCH");
-    assert_eq!(seen[0].path, "/search/issues?q=repo%3Aacme%2Fweb&per_page=5");
+    assert_eq!(
+        seen[0].path,
+        "/search/issues?q=repo%3Aacme%2Fweb&per_page=5"
+    );
 }
 
 #[test]
@@ -183,7 +199,9 @@ fn upstream_status_passes_through_unchanged() {
 fn upstream_connections_are_pooled() {
     let stack = Stack::start();
     for _ in 0..4 {
-        stack.curl(["https://api.github.com/user"]).assert_status(200);
+        stack
+            .curl(["https://api.github.com/user"])
+            .assert_status(200);
     }
     assert_eq!(stack.mock.seen().len(), 4);
     assert!(

@@ -42,7 +42,9 @@ fn fifty_megabyte_upload_arrives_intact() {
     drop(data);
 
     // Warm up so the baseline includes the connection machinery.
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
     let rss_before = proc_kib(stack.proxy.pid(), "VmRSS");
     let out = stack.curl([
         "--data-binary".to_string(),
@@ -56,7 +58,10 @@ fn fifty_megabyte_upload_arrives_intact() {
     assert_eq!(echo["len"], SIZE as u64);
     assert_eq!(echo["sha256"], expected);
     let seen = stack.mock.seen();
-    let upload = seen.iter().find(|r| r.path == "/upload").expect("upload seen");
+    let upload = seen
+        .iter()
+        .find(|r| r.path == "/upload")
+        .expect("upload seen");
     assert_eq!(upload.body_len, SIZE as u64);
     assert_eq!(upload.body_sha256, expected);
     assert_streamed(&stack, rss_before);
@@ -66,7 +71,9 @@ fn fifty_megabyte_upload_arrives_intact() {
 fn fifty_megabyte_download_arrives_intact() {
     let stack = Stack::start();
     let expected = sha256_hex(&pattern_bytes(SIZE));
-    stack.curl(["https://api.github.com/user"]).assert_status(200);
+    stack
+        .curl(["https://api.github.com/user"])
+        .assert_status(200);
     let rss_before = proc_kib(stack.proxy.pid(), "VmRSS");
     let out = stack.curl([format!("https://api.github.com/bytes/{SIZE}")]);
     out.assert_status(200);

@@ -48,7 +48,10 @@ fn mock_echoes_request_over_http1() {
     let seen = mock.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/user?x=1");
-    assert_eq!(seen[0].header("Authorization"), Some("Bearer fake-placeholder"));
+    assert_eq!(
+        seen[0].header("Authorization"),
+        Some("Bearer fake-placeholder")
+    );
     assert_eq!(seen[0].body_len, 0);
     assert_eq!(mock.connections(), 1);
 }
@@ -57,7 +60,13 @@ fn mock_echoes_request_over_http1() {
 fn mock_echoes_request_over_http2() {
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca);
-    let out = direct(&ca, &mock, "slack.com", "/api/auth.test", &["--http2", "-X", "POST"]);
+    let out = direct(
+        &ca,
+        &mock,
+        "slack.com",
+        "/api/auth.test",
+        &["--http2", "-X", "POST"],
+    );
     out.assert_status(200);
     assert_eq!(out.http_version, "2");
     let body = out.json();
@@ -97,7 +106,12 @@ fn mock_cert_is_not_trusted_without_the_test_ca() {
     let mock = MockProvider::start(&ca);
     let other = TestCa::new();
     let out = direct(&other, &mock, "api.github.com", "/", &[]);
-    assert_eq!(out.exit, 60, "expected a verification failure\n{}", out.describe());
+    assert_eq!(
+        out.exit,
+        60,
+        "expected a verification failure\n{}",
+        out.describe()
+    );
     assert!(mock.seen().is_empty());
 }
 
@@ -114,7 +128,12 @@ fn mock_echo_auth_streams_the_value_in_small_chunks() {
         out.assert_status(200);
         assert_eq!(out.header("x-echo-authorization"), Some(auth.as_str()));
         assert!(out.header("content-length").is_none());
-        assert_eq!(out.body_text().matches(&auth).count(), 5, "{}", out.describe());
+        assert_eq!(
+            out.body_text().matches(&auth).count(),
+            5,
+            "{}",
+            out.describe()
+        );
     }
 
     let out = direct(
@@ -136,12 +155,21 @@ fn mock_echo_auth_streams_the_value_in_small_chunks() {
 #[test]
 fn mock_bytes_route_matches_pattern_helper() {
     assert_eq!(pattern_range(5, 100), pattern_bytes(105)[5..].to_vec());
-    assert_eq!(pattern_range(65_530, 20), pattern_bytes(65_550)[65_530..].to_vec());
+    assert_eq!(
+        pattern_range(65_530, 20),
+        pattern_bytes(65_550)[65_530..].to_vec()
+    );
 
     let ca = TestCa::new();
     let mock = MockProvider::start(&ca);
     let n = 3 * 64 * 1024 + 17;
-    let out = direct(&ca, &mock, "api.github.com", &format!("/bytes/{n}"), &["--http2"]);
+    let out = direct(
+        &ca,
+        &mock,
+        "api.github.com",
+        &format!("/bytes/{n}"),
+        &["--http2"],
+    );
     out.assert_status(200);
     assert_eq!(out.body.len(), n);
     assert_eq!(sha256_hex(&out.body), sha256_hex(&pattern_bytes(n)));
@@ -177,7 +205,13 @@ fn mock_status_rate_limit_and_slow_routes() {
     let mock = MockProvider::start(&ca);
     let out = direct(&ca, &mock, "api.github.com", "/status/418", &[]);
     assert_eq!(out.status, 418);
-    let out = direct(&ca, &mock, "api.github.com", "/status/429?retry-after=7", &[]);
+    let out = direct(
+        &ca,
+        &mock,
+        "api.github.com",
+        "/status/429?retry-after=7",
+        &[],
+    );
     assert_eq!(out.status, 429);
     assert_eq!(out.header("retry-after"), Some("7"));
 
@@ -209,5 +243,10 @@ fn mock_stops_listening_when_dropped() {
         ca.pem_path().to_string_lossy().into_owned(),
         format!("https://api.github.com:{port}/"),
     ]);
-    assert_eq!(out.exit, 7, "expected connection refused\n{}", out.describe());
+    assert_eq!(
+        out.exit,
+        7,
+        "expected connection refused\n{}",
+        out.describe()
+    );
 }

@@ -46,7 +46,11 @@ fn connect_with_wrong_proxy_token_is_407() {
     );
     assert_eq!(resp.status, 407, "{}", resp.head);
     assert_eq!(resp.header("x-axtary-error"), Some("proxy_auth_required"));
-    let out = stack.curl(["--proxy-user", "agent:not-the-token", "https://api.github.com/user"]);
+    let out = stack.curl([
+        "--proxy-user",
+        "agent:not-the-token",
+        "https://api.github.com/user",
+    ]);
     assert_eq!(out.connect_status, 407, "{}", out.describe());
     assert!(stack.mock.seen().is_empty());
 }
@@ -70,7 +74,11 @@ fn bearer_proxy_auth_header_works() {
     let token = canary_proxy_token();
     let stack = auth_stack(&token);
     let header = format!("Proxy-Authorization: Bearer {token}");
-    let out = stack.curl(["--proxy-header", header.as_str(), "https://api.github.com/user"]);
+    let out = stack.curl([
+        "--proxy-header",
+        header.as_str(),
+        "https://api.github.com/user",
+    ]);
     out.assert_status(200);
     let seen = stack.mock.seen();
     assert_eq!(seen.len(), 1);
@@ -103,7 +111,11 @@ fn gateway_requests_need_the_proxy_token() {
 fn cleartext_request_without_proxy_token_is_407() {
     let token = canary_proxy_token();
     let stack = auth_stack(&token);
-    let out = curl(["-x", stack.proxy.proxy_url().as_str(), "http://example.test/"]);
+    let out = curl([
+        "-x",
+        stack.proxy.proxy_url().as_str(),
+        "http://example.test/",
+    ]);
     assert_axtary_error(&out, 407, "proxy_auth_required");
 }
 
@@ -113,7 +125,11 @@ fn non_loopback_listen_flag_without_auth_exits_2() {
     let home = Home::new();
     let config = ConfigBuilder::for_addr(ca.pem_path(), "127.0.0.1:9".parse().expect("addr"));
     let path = home.write_config(&config.build());
-    let out = home.proxy(&path).arg("--listen").arg("0.0.0.0:0").run_to_exit();
+    let out = home
+        .proxy(&path)
+        .arg("--listen")
+        .arg("0.0.0.0:0")
+        .run_to_exit();
     out.assert_code(2);
     assert!(!out.stdout().contains("listening on"), "{}", out.stdout());
 }

@@ -33,7 +33,12 @@ fn assert_scrubbed(out: &CurlOutput, secret: &str) {
         out.describe()
     );
     if let Some(len) = out.header("content-length") {
-        assert_eq!(len.parse::<usize>().ok(), Some(out.body.len()), "{}", out.describe());
+        assert_eq!(
+            len.parse::<usize>().ok(),
+            Some(out.body.len()),
+            "{}",
+            out.describe()
+        );
     }
 }
 
@@ -43,9 +48,15 @@ fn assert_upstream_saw(stack: &Stack, secret: &str, times: usize) {
         .mock
         .seen()
         .iter()
-        .filter(|r| r.header("authorization").is_some_and(|a| a.contains(secret)))
+        .filter(|r| {
+            r.header("authorization")
+                .is_some_and(|a| a.contains(secret))
+        })
         .count();
-    assert_eq!(hits, times, "upstream should have received the credential {times} times");
+    assert_eq!(
+        hits, times,
+        "upstream should have received the credential {times} times"
+    );
 }
 
 #[test]

@@ -17,8 +17,15 @@ fn unset_token_env_is_credential_unavailable_naming_the_variable() {
     let body = out.json();
     assert_eq!(body["error"]["connector"], "github", "{}", out.describe());
     let message = body["error"]["message"].as_str().unwrap_or("");
-    assert!(message.contains(GITHUB_ENV), "message should name {GITHUB_ENV}: {message}");
-    assert!(stack.mock.seen().is_empty(), "{:?}", stack.mock.seen_lines());
+    assert!(
+        message.contains(GITHUB_ENV),
+        "message should name {GITHUB_ENV}: {message}"
+    );
+    assert!(
+        stack.mock.seen().is_empty(),
+        "{:?}",
+        stack.mock.seen_lines()
+    );
 
     // Other connectors keep working.
     stack
@@ -33,7 +40,10 @@ fn unset_linear_key_via_gateway_is_credential_unavailable() {
     let out = common::curl(["--data", r#"{"query":"{ viewer { id } }"}"#, url.as_str()]);
     assert_axtary_error(&out, 502, "credential_unavailable");
     assert_eq!(out.json()["error"]["connector"], "linear");
-    let message = out.json()["error"]["message"].as_str().unwrap_or("").to_string();
+    let message = out.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(message.contains(LINEAR_ENV), "{message}");
     assert!(stack.mock.seen().is_empty());
 }
@@ -55,7 +65,10 @@ fn untrusted_upstream_certificate_is_upstream_unreachable() {
     let stack = Stack::builder().config(|c| c.without_ca_file()).start();
     let out = stack.curl(["https://api.github.com/user"]);
     assert_axtary_error(&out, 502, "upstream_unreachable");
-    assert!(stack.mock.seen().is_empty(), "a request was sent over unverified TLS");
+    assert!(
+        stack.mock.seen().is_empty(),
+        "a request was sent over unverified TLS"
+    );
 }
 
 #[test]
@@ -64,18 +77,25 @@ fn upstream_certificate_for_another_name_is_upstream_unreachable() {
     let stack = Stack::builder().mock_names(&["not-github.test"]).start();
     let out = stack.curl(["https://api.github.com/user"]);
     assert_axtary_error(&out, 502, "upstream_unreachable");
-    assert!(stack.mock.seen().is_empty(), "a request was sent to a mis-named server");
+    assert!(
+        stack.mock.seen().is_empty(),
+        "a request was sent to a mis-named server"
+    );
 }
 
 #[test]
 fn slow_upstream_is_upstream_timeout() {
-    let stack = Stack::builder()
-        .config(|c| c.timeout_secs(Some(1)))
-        .start();
+    let stack = Stack::builder().config(|c| c.timeout_secs(Some(1))).start();
     let started = Instant::now();
     let out = stack.curl(["https://api.github.com/slow/3000"]);
     let took = started.elapsed();
     assert_axtary_error(&out, 504, "upstream_timeout");
-    assert!(took < Duration::from_millis(2900), "answered after {took:?}");
-    assert!(took >= Duration::from_millis(900), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(2900),
+        "answered after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
 }

@@ -119,6 +119,15 @@ impl Broker {
         }
     }
 
+    /// The credential for connector `index` when it is ready now, without waiting: the
+    /// per-request fast path. `None` means call `credential` (which explains the problem).
+    pub fn cached(&self, index: usize) -> Option<Arc<Credential>> {
+        match self.slots.get(index) {
+            Some((_, Slot::Ready(c))) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     /// Where connector `index`'s credential comes from, or why it has none.
     pub fn describe(&self, index: usize) -> Result<CredentialSource, String> {
         match self.slots.get(index) {

@@ -116,17 +116,25 @@ pub async fn serve(state: Arc<State>, index: usize, host: String, upgraded: Upgr
 
 async fn inner(state: Arc<State>, tunnel: Arc<Tunnel>, req: Request<Incoming>) -> Response<ProxyBody> {
     let connector = state.connectors[tunnel.index].name.as_str();
-    if let Some(sni) = &tunnel.sni_mismatch {
-        return respond::error(
-            &ProxyError::new(
-                ErrorCode::HostMismatch,
-                format!("TLS server name `{sni}` differs from the CONNECT host `{}`", tunnel.host),
-            )
-            .for_connector(connector),
+    let mismatch = match &tunnel.sni_mismatch {
+        Some(sni) => Some(format!(
+            "TLS server name `{sni}` differs from the CONNECT host `{}`; nothing was forwarded",
+            tunnel.host
+        )),
+        None => check_target(&tunnel.host, &req).err(),
+    };
+    if let Some(msg) = mismatch {
+        let err = ProxyError::new(ErrorCode::HostMismatch, msg).for_connector(connector);
+        super::server::record_local(
+            &state,
+            Some(connector),
+            req.method().as_str(),
+            &tunnel.host,
+            req.uri().path(),
+            err.code.status(),
+            crate::ledger::Decision::Denied,
         );
-    }
-    if let Err(msg) = check_target(&tunnel.host, &req) {
-        return respond::error(&ProxyError::new(ErrorCode::HostMismatch, msg).for_connector(connector));
+        return respond::error(&err);
     }
     pipeline::handle(&state, tunnel.index, &tunnel.host, req).await
 }

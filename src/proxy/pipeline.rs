@@ -130,9 +130,12 @@ pub async fn handle(
         bytes_in.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    let credential = match state.broker.credential(index).await {
-        Ok(c) => c,
-        Err(e) => return local(entry, Decision::Error, respond::error(&e)),
+    let credential = match state.broker.cached(index) {
+        Some(c) => c,
+        None => match state.broker.credential(index).await {
+            Ok(c) => c,
+            Err(e) => return local(entry, Decision::Error, respond::error(&e)),
+        },
     };
     entry.credential_source = Some(credential.source.as_str().to_string());
 
@@ -200,7 +203,29 @@ fn finish(
     Response::from_parts(parts, Finish::new(body, pending).boxed())
 }
 
-/// Requests that are reads by method alone, for callers that need it.
-pub fn is_safe_method(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+/// The per-request decision path with no I/O, as `handle` runs it for a streamed body:
+/// classify `host`, run the guard, take the ready credential and prepare the upstream
+/// request. Benchmarks measure this; it never sends anything.
+pub fn prepare_ready(
+    state: &State,
+    host: &str,
+    parts: http::request::Parts,
+    body: ProxyBody,
+) -> Result<inject::Prepared, ProxyError> {
+    let index = state.connector_for(host, 443).ok_or_else(|| {
+        ProxyError::new(ErrorCode::BadRequest, format!("{host} is not a connector host"))
+    })?;
+    let conn = &state.connectors[index];
+    match conn.guard.check(&parts.method, parts.uri.path(), None) {
+        Verdict::Allow => {}
+        _ => {
+            return Err(ProxyError::new(ErrorCode::PolicyDenied, "refused by the guard")
+                .for_connector(&conn.name))
+        }
+    }
+    let credential = state.broker.cached(index).ok_or_else(|| {
+        ProxyError::new(ErrorCode::CredentialUnavailable, "no ready credential")
+            .for_connector(&conn.name)
+    })?;
+    inject::prepare(Admitted(()), parts, body, host, &credential)
 }

@@ -165,7 +165,7 @@ async fn connect(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
 
     match state.unmatched {
         Unmatched::Deny => {
-            record_local(&state, "CONNECT", &host, "", StatusCode::FORBIDDEN, Decision::Denied);
+            record_local(&state, None, "CONNECT", &host, "", StatusCode::FORBIDDEN, Decision::Denied);
             respond::error(&ProxyError::new(
                 ErrorCode::UnmatchedHost,
                 format!("{host}:{port} is not a connector host and this proxy is set to `unmatched: deny`"),
@@ -183,7 +183,7 @@ async fn connect(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
                 Response::new(respond::empty())
             }
             Err(e) => {
-                record_local(&state, "CONNECT", &host, "", StatusCode::BAD_GATEWAY, Decision::Error);
+                record_local(&state, None, "CONNECT", &host, "", StatusCode::BAD_GATEWAY, Decision::Error);
                 respond::error(&e)
             }
         },
@@ -208,7 +208,7 @@ async fn absolute_form(state: Arc<State>, req: Request<Incoming>) -> Response<Pr
     }
     match state.unmatched {
         Unmatched::Deny => {
-            record_local(&state, req.method().as_str(), &host, uri.path(), StatusCode::FORBIDDEN, Decision::Denied);
+            record_local(&state, None, req.method().as_str(), &host, uri.path(), StatusCode::FORBIDDEN, Decision::Denied);
             respond::error(&ProxyError::new(
                 ErrorCode::UnmatchedHost,
                 format!("{host} is not a connector host and this proxy is set to `unmatched: deny`"),
@@ -276,10 +276,18 @@ pub fn bare_host(host: &str) -> String {
 }
 
 /// A ledger line for something answered without an upstream exchange.
-fn record_local(state: &State, method: &str, host: &str, path: &str, status: StatusCode, decision: Decision) {
+pub(super) fn record_local(
+    state: &State,
+    connector: Option<&str>,
+    method: &str,
+    host: &str,
+    path: &str,
+    status: StatusCode,
+    decision: Decision,
+) {
     let started = Instant::now();
     state.ledger.record(Entry {
-        connector: None,
+        connector: connector.map(str::to_string),
         method: method.to_string(),
         host: host.to_string(),
         path: path.to_string(),

@@ -141,9 +141,18 @@ impl ConfigBuilder {
         }
         y += "connectors:\n";
         let connectors = [
-            ("github", "provider: github\nmode: token\ntokenEnv: ".to_string() + GITHUB_ENV),
-            ("slack", "provider: slack\ntokenEnv: ".to_string() + SLACK_ENV),
-            ("linear", "provider: linear\ntokenEnv: ".to_string() + LINEAR_ENV),
+            (
+                "github",
+                "provider: github\nmode: token\ntokenEnv: ".to_string() + GITHUB_ENV,
+            ),
+            (
+                "slack",
+                "provider: slack\ntokenEnv: ".to_string() + SLACK_ENV,
+            ),
+            (
+                "linear",
+                "provider: linear\ntokenEnv: ".to_string() + LINEAR_ENV,
+            ),
         ];
         for (name, base) in connectors {
             y += &format!("  {name}:\n");

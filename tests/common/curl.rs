@@ -61,7 +61,12 @@ impl CurlOutput {
     /// Asserts curl succeeded and got `status`.
     pub fn assert_status(&self, status: u16) -> &Self {
         assert_eq!(self.exit, 0, "curl failed\n{}", self.describe());
-        assert_eq!(self.status, status, "unexpected status\n{}", self.describe());
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status\n{}",
+            self.describe()
+        );
         self
     }
 }

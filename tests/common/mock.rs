@@ -32,7 +32,12 @@ use tokio_rustls::TlsAcceptor;
 use super::ca::TestCa;
 
 /// The hosts a default mock answers for.
-pub const PROVIDER_HOSTS: [&str; 4] = ["api.github.com", "slack.com", "api.linear.app", "example.test"];
+pub const PROVIDER_HOSTS: [&str; 4] = [
+    "api.github.com",
+    "slack.com",
+    "api.linear.app",
+    "example.test",
+];
 
 /// Size of the chunks `/bytes/{n}` is streamed in.
 pub const PATTERN_CHUNK: usize = 64 * 1024;
@@ -338,7 +343,10 @@ async fn route_response(route: &str, query: &str, seen: &SeenRequest) -> Respons
                     remaining: n,
                 })
                 .expect("bytes response"),
-            Err(_) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad n"})),
+            Err(_) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "bad n"}),
+            ),
         };
     }
     if route == "/upload" {

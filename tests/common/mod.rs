@@ -134,7 +134,9 @@ impl Captured {
                 match pipe.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        buf.lock().expect("capture lock").extend_from_slice(&chunk[..n]);
+                        buf.lock()
+                            .expect("capture lock")
+                            .extend_from_slice(&chunk[..n]);
                         if let Some(tx) = &on_line {
                             for &b in &chunk[..n] {
                                 if b == b'\n' {
@@ -264,9 +266,7 @@ impl Home {
         String::from_utf8_lossy(&self.ledger_bytes())
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("ledger line {l:?}: {e}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("ledger line {l:?}: {e}")))
             .collect()
     }
 
@@ -443,7 +443,8 @@ pub fn contains_bytes(hay: &[u8], needle: &str) -> bool {
 /// Asserts that the JSON error body and header carry `code`.
 pub fn assert_axtary_error(out: &CurlOutput, status: u16, code: &str) {
     assert_eq!(
-        out.status, status,
+        out.status,
+        status,
         "expected {status} {code}, got {}\n{}",
         out.status,
         out.describe()
@@ -462,7 +463,9 @@ pub fn assert_axtary_error(out: &CurlOutput, status: u16, code: &str) {
         out.describe()
     );
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error.message must be a non-empty string\n{}",
         out.describe()
     );

@@ -132,7 +132,10 @@ impl ProxyBuilder {
                 Err(RecvTimeoutError::Timeout) => {
                     if let Some(status) = proxy.try_exit() {
                         proxy.join_readers();
-                        panic!("proxy exited before listening: {status:?}\n{}", proxy.describe());
+                        panic!(
+                            "proxy exited before listening: {status:?}\n{}",
+                            proxy.describe()
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -141,7 +144,10 @@ impl ProxyBuilder {
                         .as_mut()
                         .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
                     proxy.join_readers();
-                    panic!("proxy exited before listening: {status:?}\n{}", proxy.describe());
+                    panic!(
+                        "proxy exited before listening: {status:?}\n{}",
+                        proxy.describe()
+                    );
                 }
             }
         }
@@ -151,9 +157,7 @@ impl ProxyBuilder {
 /// Parses `... listening on http://127.0.0.1:PORT ...` into the address.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(LISTENING_MARKER)? + LISTENING_MARKER.len()..];
-    let addr = rest
-        .split(|c: char| c.is_whitespace() || c == '/')
-        .next()?;
+    let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next()?;
     addr.parse().ok()
 }
 
