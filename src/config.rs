@@ -310,7 +310,12 @@ impl Config {
                 message: syntax_message(&e.to_string()),
             }
         })?;
-        Resolver { file, base_dir, home }.resolve(raw)
+        Resolver {
+            file,
+            base_dir,
+            home,
+        }
+        .resolve(raw)
     }
 
     /// The connector whose hosts include `host` (lower-case, without port).
@@ -332,7 +337,9 @@ fn syntax_message(display: &str) -> String {
         Some(i) if first.starts_with("line ") => &first[i + 2..],
         _ => first,
     };
-    let rest: Vec<&str> = lines.filter(|l| !l.trim_start().starts_with("-->")).collect();
+    let rest: Vec<&str> = lines
+        .filter(|l| !l.trim_start().starts_with("-->"))
+        .collect();
     if rest.is_empty() {
         first.to_string()
     } else {
@@ -404,7 +411,9 @@ impl Resolver<'_> {
                     ),
                 )
             })?,
-            None => DEFAULT_LISTEN.parse().map_err(|_| self.err("bad default".into()))?,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| self.err("bad default".into()))?,
         };
         let admin = match &raw.proxy.admin {
             Some(s) => Some(s.value.parse::<SocketAddr>().map_err(|_| {
@@ -421,7 +430,9 @@ impl Resolver<'_> {
             let (host, port) = split_host_port(key).ok_or_else(|| {
                 self.err_at(
                     &target.referenced,
-                    format!("upstream.resolve key `{key}` must be host:port, e.g. api.github.com:443"),
+                    format!(
+                        "upstream.resolve key `{key}` must be host:port, e.g. api.github.com:443"
+                    ),
                 )
             })?;
             let addr = target.value.parse::<SocketAddr>().map_err(|_| {
@@ -541,7 +552,10 @@ impl Resolver<'_> {
                 ))
             }
             Some(r) => {
-                let burst = r.value.burst.unwrap_or(r.value.per_minute.div_ceil(10).max(1));
+                let burst = r
+                    .value
+                    .burst
+                    .unwrap_or(r.value.per_minute.div_ceil(10).max(1));
                 Some((r.value.per_minute, burst.max(1)))
             }
             None => None,
@@ -614,7 +628,10 @@ mod tests {
         let c = parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:8877");
         assert_eq!(c.connectors.len(), 3);
-        assert_eq!(c.connector_for_host("API.GITHUB.COM").unwrap().name, "github");
+        assert_eq!(
+            c.connector_for_host("API.GITHUB.COM").unwrap().name,
+            "github"
+        );
         assert_eq!(c.ledger, Some(PathBuf::from("/h/ledger.jsonl")));
     }
 
@@ -623,7 +640,10 @@ mod tests {
         let e = parse("version: 1\nproxy:\n  listn: 1\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(3), Some(3)));
         let shown = e.to_string();
-        assert!(shown.starts_with("axtary.yml:3:3: unknown field `listn`"), "{shown}");
+        assert!(
+            shown.starts_with("axtary.yml:3:3: unknown field `listn`"),
+            "{shown}"
+        );
     }
 
     #[test]

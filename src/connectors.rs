@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(Provider::Linear.authorization(&t).unwrap(), "Bearer tok123");
         let key = Secret::new("lin_api_abc");
         assert_eq!(Provider::Linear.authorization(&key).unwrap(), "lin_api_abc");
-        assert_eq!(Provider::Github.authorization(&key).unwrap(), "Bearer lin_api_abc");
+        assert_eq!(
+            Provider::Github.authorization(&key).unwrap(),
+            "Bearer lin_api_abc"
+        );
         assert!(Provider::Github.authorization(&t).unwrap().is_sensitive());
         assert_eq!(
             Provider::Github.authorization(&Secret::new("a\u{0}b")),

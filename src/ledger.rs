@@ -254,7 +254,6 @@ impl Writer {
     }
 
     // `File::lock` is stable since 1.89; the manifest's `rust-version` should say so.
-    #[allow(clippy::incompatible_msrv)]
     fn append(&mut self, batch: &[Pending]) -> io::Result<()> {
         let locked = match self.file.lock() {
             Ok(()) => true,

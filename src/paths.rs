@@ -22,9 +22,11 @@ impl Home {
             Some(home) => Ok(Home {
                 root: PathBuf::from(home).join(".axtary"),
             }),
-            None => Err("neither AXTARY_HOME nor HOME is set: set AXTARY_HOME to a directory \
+            None => Err(
+                "neither AXTARY_HOME nor HOME is set: set AXTARY_HOME to a directory \
                          Axtary may keep its state in"
-                .to_string()),
+                    .to_string(),
+            ),
         }
     }
 
@@ -85,8 +87,8 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Refuses a file that group or others may read: secrets and keys must be 0600.
 pub fn check_private_file(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(

@@ -93,7 +93,9 @@ pub fn render(vars: &[(&str, String)], shell: Shell) -> String {
 }
 
 fn sh_quote(v: &str) -> String {
-    if v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:._-,@".contains(&b)) {
+    if v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/:._-,@".contains(&b))
+    {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\'', "'\\''"))

@@ -39,7 +39,10 @@ pub fn run(cli: &Cli, cmd: &LedgerCommand) -> Result<(), CliError> {
                         "ok": true, "lines": lines, "path": path.display().to_string(),
                     }));
                 } else {
-                    println!("ledger ok: {lines} lines, hash chain intact ({})", path.display());
+                    println!(
+                        "ledger ok: {lines} lines, hash chain intact ({})",
+                        path.display()
+                    );
                 }
                 Ok(())
             }
@@ -59,9 +62,8 @@ pub fn run(cli: &Cli, cmd: &LedgerCommand) -> Result<(), CliError> {
             }
         },
         LedgerCommand::Tail { n } => {
-            let lines = crate::ledger::tail(&path, *n).map_err(|e| {
-                CliError::Failed(format!("cannot read {}: {e}", path.display()))
-            })?;
+            let lines = crate::ledger::tail(&path, *n)
+                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
             if cli.json {
                 let values: Vec<serde_json::Value> = lines
                     .iter()

@@ -62,9 +62,8 @@ pub fn prepare(cli: &Cli, listen: Option<SocketAddr>) -> Result<Prepared, CliErr
         )));
     }
 
-    home.ensure().map_err(|e| {
-        CliError::Failed(format!("cannot create {}: {e}", home.root().display()))
-    })?;
+    home.ensure()
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", home.root().display())))?;
     let ca = CertAuthority::load_or_create(&home).map_err(CliError::Failed)?;
     let ledger = match &config.ledger {
         Some(path) => Ledger::open(path).map_err(|e| {
@@ -157,15 +156,25 @@ fn announce(cli: &Cli, p: &Prepared, addr: SocketAddr) -> Result<(), CliError> {
         println!("CA certificate: {}", p.home.ca_cert().display());
         for c in &ready {
             if c["ready"] == true {
-                println!("connector {}: ready ({})", c["name"].as_str().unwrap_or(""), c["source"].as_str().unwrap_or(""));
+                println!(
+                    "connector {}: ready ({})",
+                    c["name"].as_str().unwrap_or(""),
+                    c["source"].as_str().unwrap_or("")
+                );
             } else {
-                println!("connector {}: NOT READY: {}", c["name"].as_str().unwrap_or(""), c["problem"].as_str().unwrap_or(""));
+                println!(
+                    "connector {}: NOT READY: {}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["problem"].as_str().unwrap_or("")
+                );
             }
         }
         println!("Point an agent at it with:");
         print!("{}", super::env::render(&vars, super::env::Shell::Sh));
         if p.proxy_token.is_some() {
-            println!("# proxy.auth is on: put the token in the proxy URL, http://axtary:$TOKEN@{addr}");
+            println!(
+                "# proxy.auth is on: put the token in the proxy URL, http://axtary:$TOKEN@{addr}"
+            );
         }
     }
     use std::io::Write;

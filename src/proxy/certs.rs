@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -57,8 +57,12 @@ impl CertAuthority {
         check_private_file(key_path)?;
         let key_pem = std::fs::read_to_string(key_path)
             .map_err(|e| format!("cannot read the CA key {}: {e}", key_path.display()))?;
-        let cert_pem = std::fs::read_to_string(cert_path)
-            .map_err(|e| format!("cannot read the CA certificate {}: {e}", cert_path.display()))?;
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(|e| {
+            format!(
+                "cannot read the CA certificate {}: {e}",
+                cert_path.display()
+            )
+        })?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| {
             format!(
                 "the CA key {} is not a valid PEM private key ({e}): move the ca directory aside and run `axtary ca init`",

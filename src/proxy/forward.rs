@@ -72,9 +72,8 @@ impl tower_service::Service<Name> for OverrideResolver {
                 return Ok(vec![addr].into_iter());
             }
             // Port 0: hyper-util fills in the URI's port.
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             Ok(addrs.into_iter())
         })
     }
@@ -106,9 +105,8 @@ pub fn client_tls_config(settings: &UpstreamSettings) -> Result<ClientConfig, St
         })?;
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                format!("upstream.caFile {} is not valid PEM: {e}", path.display())
-            })?;
+            let cert = cert
+                .map_err(|e| format!("upstream.caFile {} is not valid PEM: {e}", path.display()))?;
             roots.add(cert).map_err(|e| {
                 format!(
                     "upstream.caFile {} holds a certificate that cannot be a root: {e}",
@@ -146,7 +144,8 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, String> {
         let tls = client_tls_config(settings)?;
-        let mut http = HttpConnector::new_with_resolver(OverrideResolver::new(&settings.resolve, 443));
+        let mut http =
+            HttpConnector::new_with_resolver(OverrideResolver::new(&settings.resolve, 443));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -179,7 +178,10 @@ impl Upstream {
         &self,
         req: super::inject::Prepared,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        self.https.request(req.into_inner()).await.map_err(upstream_error)
+        self.https
+            .request(req.into_inner())
+            .await
+            .map_err(upstream_error)
     }
 
     /// Sends a cleartext request to a non-connector host (no credential involved).
@@ -212,6 +214,8 @@ fn upstream_error(e: hyper_util::client::legacy::Error) -> ProxyError {
     };
     ProxyError::new(
         ErrorCode::UpstreamUnreachable,
-        format!("{what} ({msg}); check the network, or `upstream.resolve`/`upstream.caFile` if set"),
+        format!(
+            "{what} ({msg}); check the network, or `upstream.resolve`/`upstream.caFile` if set"
+        ),
     )
 }

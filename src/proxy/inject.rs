@@ -91,6 +91,12 @@ pub fn prepare(
     parts
         .headers
         .insert(header::AUTHORIZATION, credential.header.clone());
+    // SECURITY: the response is scanned for the credential as it streams; a compressed body
+    // would hide it, so injected routes ask the upstream for an uncompressed one.
+    parts.headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     parts.uri = uri;
     // The pooled connection decides h1 or h2 by ALPN; a request that arrived over h2 must not
     // insist on h2 (an h1-only upstream would refuse it).

@@ -53,7 +53,10 @@ pub async fn serve(state: Arc<State>, index: usize, host: String, upgraded: Upgr
     let sni_mismatch = sni.clone().filter(|s| *s != host);
     // SECURITY: the certificate is always for the CONNECT host; a different SNI gets that
     // certificate (which an honest client rejects) and every request answers 421.
-    let config = match state.tls.config_for(&host, sni.is_some() && sni_mismatch.is_none()) {
+    let config = match state
+        .tls
+        .config_for(&host, sni.is_some() && sni_mismatch.is_none())
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%host, error = %e, "cannot prepare interception TLS");
@@ -114,7 +117,11 @@ pub async fn serve(state: Arc<State>, index: usize, host: String, upgraded: Upgr
     }
 }
 
-async fn inner(state: Arc<State>, tunnel: Arc<Tunnel>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn inner(
+    state: Arc<State>,
+    tunnel: Arc<Tunnel>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let connector = state.connectors[tunnel.index].name.as_str();
     let mismatch = match &tunnel.sni_mismatch {
         Some(sni) => Some(format!(
@@ -147,7 +154,9 @@ fn check_target(host: &str, req: &Request<Incoming>) -> Result<(), String> {
         named = true;
         if let Some(scheme) = req.uri().scheme_str() {
             if scheme != "https" {
-                return Err(format!("request target scheme `{scheme}` inside a TLS tunnel to {host}"));
+                return Err(format!(
+                    "request target scheme `{scheme}` inside a TLS tunnel to {host}"
+                ));
             }
         }
         if !same_host(host, authority.host(), authority.port_u16()) {

@@ -100,7 +100,10 @@ impl State {
             let first_host = c.hosts.first().cloned().unwrap_or_default();
             connectors.push(ConnectorRuntime {
                 name_header: HeaderValue::from_str(&c.name).map_err(|_| {
-                    BuildError::Setup(format!("connector name `{}` is not a valid header value", c.name))
+                    BuildError::Setup(format!(
+                        "connector name `{}` is not a valid header value",
+                        c.name
+                    ))
                 })?,
                 name: c.name.clone(),
                 provider: c.provider,
@@ -160,10 +163,10 @@ fn build_guard(c: &crate::config::ConnectorConfig) -> Result<Guard, BuildError> 
         },
         allow: allow.as_deref(),
         deny: &deny,
-        rate_limit: c.guard.rate_limit.map(|(per_minute, burst)| RateLimitSpec {
-            per_minute,
-            burst,
-        }),
+        rate_limit: c
+            .guard
+            .rate_limit
+            .map(|(per_minute, burst)| RateLimitSpec { per_minute, burst }),
         graphql_paths: c.provider.graphql_paths(),
     })
     .map_err(|msg| BuildError::Setup(format!("connector `{}`: {msg}", c.name)))

@@ -55,7 +55,10 @@ pub async fn handle(
     if let Some(secs) = conn.quota.blocked_for(SystemTime::now()) {
         let err = ProxyError::new(
             ErrorCode::RateLimited,
-            format!("the upstream's rate limit for `{}` is spent; retry after {secs} s", conn.name),
+            format!(
+                "the upstream's rate limit for `{}` is spent; retry after {secs} s",
+                conn.name
+            ),
         )
         .for_connector(&conn.name)
         .retry_after(secs);
@@ -95,7 +98,10 @@ pub async fn handle(
         Verdict::Deny { reason } => {
             let err = ProxyError::new(
                 ErrorCode::PolicyDenied,
-                format!("{} {} refused by connector `{}`: {reason}", method, path, conn.name),
+                format!(
+                    "{} {} refused by connector `{}`: {reason}",
+                    method, path, conn.name
+                ),
             )
             .for_connector(&conn.name);
             return local(entry, Decision::Denied, respond::error(&err));
@@ -142,7 +148,11 @@ pub async fn handle(
     let prepared = match inject::prepare(Admitted(()), parts, body, host, &credential) {
         Ok(p) => p,
         Err(e) => {
-            return local(entry, Decision::Error, respond::error(&e.for_connector(&conn.name)))
+            return local(
+                entry,
+                Decision::Error,
+                respond::error(&e.for_connector(&conn.name)),
+            )
         }
     };
 
@@ -151,7 +161,11 @@ pub async fn handle(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             tracing::warn!(connector = %conn.name, error = %e, "upstream request failed");
-            return local(entry, Decision::Error, respond::error(&e.for_connector(&conn.name)));
+            return local(
+                entry,
+                Decision::Error,
+                respond::error(&e.for_connector(&conn.name)),
+            );
         }
         Err(_) => {
             let err = ProxyError::new(
@@ -213,14 +227,19 @@ pub fn prepare_ready(
     body: ProxyBody,
 ) -> Result<inject::Prepared, ProxyError> {
     let index = state.connector_for(host, 443).ok_or_else(|| {
-        ProxyError::new(ErrorCode::BadRequest, format!("{host} is not a connector host"))
+        ProxyError::new(
+            ErrorCode::BadRequest,
+            format!("{host} is not a connector host"),
+        )
     })?;
     let conn = &state.connectors[index];
     match conn.guard.check(&parts.method, parts.uri.path(), None) {
         Verdict::Allow => {}
         _ => {
-            return Err(ProxyError::new(ErrorCode::PolicyDenied, "refused by the guard")
-                .for_connector(&conn.name))
+            return Err(
+                ProxyError::new(ErrorCode::PolicyDenied, "refused by the guard")
+                    .for_connector(&conn.name),
+            )
         }
     }
     let credential = state.broker.cached(index).ok_or_else(|| {

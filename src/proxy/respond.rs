@@ -13,7 +13,9 @@ pub const X_AXTARY_ERROR: HeaderName = HeaderName::from_static("x-axtary-error")
 
 /// A body of bytes made locally.
 pub fn full(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.

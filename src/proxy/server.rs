@@ -77,7 +77,9 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 let st = state.clone();
-                state.tasks.spawn(async move { serve_client(st, stream, peer).await });
+                state
+                    .tasks
+                    .spawn(async move { serve_client(st, stream, peer).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
@@ -165,7 +167,15 @@ async fn connect(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
 
     match state.unmatched {
         Unmatched::Deny => {
-            record_local(&state, None, "CONNECT", &host, "", StatusCode::FORBIDDEN, Decision::Denied);
+            record_local(
+                &state,
+                None,
+                "CONNECT",
+                &host,
+                "",
+                StatusCode::FORBIDDEN,
+                Decision::Denied,
+            );
             respond::error(&ProxyError::new(
                 ErrorCode::UnmatchedHost,
                 format!("{host}:{port} is not a connector host and this proxy is set to `unmatched: deny`"),
@@ -183,7 +193,15 @@ async fn connect(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
                 Response::new(respond::empty())
             }
             Err(e) => {
-                record_local(&state, None, "CONNECT", &host, "", StatusCode::BAD_GATEWAY, Decision::Error);
+                record_local(
+                    &state,
+                    None,
+                    "CONNECT",
+                    &host,
+                    "",
+                    StatusCode::BAD_GATEWAY,
+                    Decision::Error,
+                );
                 respond::error(&e)
             }
         },
@@ -208,10 +226,20 @@ async fn absolute_form(state: Arc<State>, req: Request<Incoming>) -> Response<Pr
     }
     match state.unmatched {
         Unmatched::Deny => {
-            record_local(&state, None, req.method().as_str(), &host, uri.path(), StatusCode::FORBIDDEN, Decision::Denied);
+            record_local(
+                &state,
+                None,
+                req.method().as_str(),
+                &host,
+                uri.path(),
+                StatusCode::FORBIDDEN,
+                Decision::Denied,
+            );
             respond::error(&ProxyError::new(
                 ErrorCode::UnmatchedHost,
-                format!("{host} is not a connector host and this proxy is set to `unmatched: deny`"),
+                format!(
+                    "{host} is not a connector host and this proxy is set to `unmatched: deny`"
+                ),
             ))
         }
         Unmatched::Tunnel => tunnel::forward_plain(&state, req).await,
@@ -251,7 +279,11 @@ async fn gateway(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
             ));
         }
     }
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let target = format!("/{tail}{query}");
     let (mut parts, body) = req.into_parts();
     parts.uri = match target.parse::<Uri>() {

@@ -45,7 +45,13 @@ pub async fn open(state: &State, host: &str, port: u16) -> Result<TcpStream, Pro
 }
 
 /// Splices the client and the upstream until either side closes; one ledger line at the end.
-pub async fn splice(state: Arc<State>, host: String, port: u16, upgraded: Upgraded, mut upstream: TcpStream) {
+pub async fn splice(
+    state: Arc<State>,
+    host: String,
+    port: u16,
+    upgraded: Upgraded,
+    mut upstream: TcpStream,
+) {
     let started = Instant::now();
     let mut client = TokioIo::new(upgraded);
     let (bytes_in, bytes_out) = tokio::select! {
@@ -73,7 +79,12 @@ pub async fn forward_plain(state: &State, req: Request<Incoming>) -> Response<Pr
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = body.map_err(|e| Box::new(e) as _).boxed();
-    match tokio::time::timeout(state.timeout, state.upstream.send_plain(Request::from_parts(parts, body))).await {
+    match tokio::time::timeout(
+        state.timeout,
+        state.upstream.send_plain(Request::from_parts(parts, body)),
+    )
+    .await
+    {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
