@@ -109,6 +109,16 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> Result<(), CliError> {
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let running = bind(&prepared).await?;
+        if let Some(admin) = prepared.config.proxy.admin {
+            let bound = crate::proxy::server::start_admin(prepared.state.clone(), admin)
+                .await
+                .map_err(|e| {
+                    CliError::Failed(format!(
+                        "cannot listen on the admin address {admin}: {e}; change proxy.admin"
+                    ))
+                })?;
+            tracing::info!(%bound, "admin listener: GET /healthz, GET /metrics");
+        }
         announce(cli, &prepared, running.addr)?;
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");

@@ -112,14 +112,8 @@ pub fn prepare_response_headers(
     connector_header: &HeaderValue,
 ) {
     strip_hop_by_hop(headers);
-    for value in headers.values_mut() {
-        if credential.redactor.contains_secret(value.as_bytes()) {
-            let clean = credential.redactor.redact_all(value.as_bytes());
-            // SECURITY: if the cleaned value were somehow invalid, drop it rather than leak.
-            *value = HeaderValue::from_bytes(&clean)
-                .unwrap_or_else(|_| HeaderValue::from_static("[redacted]"));
-        }
-    }
+    // SECURITY: an upstream that echoes the credential in a header must not hand it over.
+    crate::redact::redact_headers(&credential.redactor, headers);
     headers.insert(
         HeaderName::from_static("x-axtary-connector"),
         connector_header.clone(),

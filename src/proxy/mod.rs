@@ -10,6 +10,7 @@ pub mod forward;
 pub mod guard;
 pub mod inject;
 pub mod intercept;
+pub mod metrics;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
@@ -63,6 +64,7 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Every connection task and tunnel, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    pub metrics: metrics::Metrics,
 }
 
 /// Why the proxy could not be built: a config error (exit 2) or an environment problem.
@@ -127,6 +129,9 @@ impl State {
             timeout: config.upstream.timeout,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: metrics::Metrics::new(
+                config.connectors.iter().map(|c| c.name.clone()).collect(),
+            ),
         }))
     }
 

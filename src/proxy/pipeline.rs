@@ -48,7 +48,15 @@ pub async fn handle(
         bytes_out: 0,
     };
     let local = |entry: Entry, decision: Decision, resp: Response<ProxyBody>| {
-        finish(state, entry, decision, resp, started, bytes_in.clone())
+        finish(
+            state,
+            index,
+            entry,
+            decision,
+            resp,
+            started,
+            bytes_in.clone(),
+        )
     };
 
     // The upstream told us its quota is spent: answer locally until its reset.
@@ -193,12 +201,21 @@ pub async fn handle(
         .map_err(|e| Box::new(e) as _)
         .boxed();
     let resp = Response::from_parts(parts, body);
-    finish(state, entry, Decision::Injected, resp, started, bytes_in)
+    finish(
+        state,
+        index,
+        entry,
+        Decision::Injected,
+        resp,
+        started,
+        bytes_in,
+    )
 }
 
 /// Attaches the ledger line to the response; it is written when the body ends.
 fn finish(
     state: &Arc<State>,
+    index: usize,
     mut entry: Entry,
     decision: Decision,
     resp: Response<ProxyBody>,
@@ -207,6 +224,7 @@ fn finish(
 ) -> Response<ProxyBody> {
     entry.status = resp.status().as_u16();
     entry.decision = decision;
+    state.metrics.request(Some(index), decision);
     let pending = PendingEntry {
         ledger: state.ledger.clone(),
         entry,

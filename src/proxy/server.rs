@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,15 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener) {
 
 async fn serve_client(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    state
+        .metrics
+        .connections_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .connections_open
+        .fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConnection(&state);
     let st = state.clone();
     let svc = service_fn(move |req| {
         let st = st.clone();
@@ -112,6 +122,67 @@ async fn serve_client(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
+}
+
+/// Decrements the open-connections gauge however the connection ends.
+struct OpenConnection<'a>(&'a State);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves the admin listener: `GET /healthz` and `GET /metrics`.
+pub async fn start_admin(state: Arc<State>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok((s, _)) => s,
+                    Err(_) => { tokio::time::sleep(ACCEPT_BACKOFF).await; continue; }
+                },
+            };
+            let st = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let st = st.clone();
+                    async move {
+                        let resp = match (req.method(), req.uri().path()) {
+                            (&Method::GET, "/healthz") => {
+                                respond::json(StatusCode::OK, serde_json::json!({"status": "ok"}))
+                            }
+                            (&Method::GET, "/metrics") => {
+                                let mut r = Response::new(respond::full(st.metrics.render()));
+                                r.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                                );
+                                r
+                            }
+                            _ => respond::error(&ProxyError::new(
+                                ErrorCode::NotFound,
+                                "the admin listener serves GET /healthz and GET /metrics",
+                            )),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
 }
 
 /// Dispatches one request on the outer connection.
@@ -318,6 +389,8 @@ pub(super) fn record_local(
     decision: Decision,
 ) {
     let started = Instant::now();
+    let index = connector.and_then(|n| state.connectors.iter().position(|c| c.name == n));
+    state.metrics.request(index, decision);
     state.ledger.record(Entry {
         connector: connector.map(str::to_string),
         method: method.to_string(),

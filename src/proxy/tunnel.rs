@@ -60,6 +60,7 @@ pub async fn splice(
         // the grace period does.
         _ = async { state.shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(3600)).await } => (0, 0),
     };
+    state.metrics.request(None, Decision::Tunneled);
     state.ledger.record(Entry {
         connector: None,
         method: "CONNECT".to_string(),
