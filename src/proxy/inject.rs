@@ -7,6 +7,7 @@
 //! no code path can send a request upstream unchecked or without this preparation.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 
 use super::forward::ProxyBody;
@@ -65,24 +66,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Builds the upstream request: `https://{host}{path}`, cleaned headers, the credential.
+/// Builds the upstream request: `https://{authority}{path}`, cleaned headers, the credential.
 pub fn prepare(
     _admitted: Admitted,
     mut parts: http::request::Parts,
     body: ProxyBody,
-    host: &str,
+    authority: &Authority,
     credential: &Credential,
 ) -> Result<Prepared, ProxyError> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri = Uri::builder()
-        .scheme("https")
-        .authority(host)
-        .path_and_query(path)
-        .build()
+    // Reuse the parsed path (shared bytes) and the route's pre-parsed authority: no string
+    // is built or re-parsed per request.
+    let mut target = std::mem::take(&mut parts.uri).into_parts();
+    target.scheme = Some(Scheme::HTTPS);
+    target.authority = Some(authority.clone());
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    let uri = Uri::from_parts(target)
         .map_err(|e| ProxyError::new(ErrorCode::BadRequest, format!("bad request target: {e}")))?;
     strip_hop_by_hop(&mut parts.headers);
     // SECURITY: the agent's own Authorization (often a placeholder) never travels, and Host

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::forward::ProxyBody;
-use super::{pipeline, respond, State};
+use super::{pipeline, respond, Route, State};
 use crate::error::{ErrorCode, ProxyError};
 
 /// Bound on the client's TLS handshake.
@@ -25,14 +25,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an intercepted tunnel is bound to.
 struct Tunnel {
-    index: usize,
-    host: String,
+    route: Route,
     /// Set when the ClientHello named another host than the CONNECT did.
     sni_mismatch: Option<String>,
 }
 
 /// Terminates TLS on `upgraded` and serves the inner HTTP/1.1 or HTTP/2 connection.
-pub async fn serve(state: Arc<State>, index: usize, host: String, upgraded: Upgraded) {
+pub async fn serve(state: Arc<State>, route: Route, upgraded: Upgraded) {
+    let host = route.host().to_string();
     let io = TokioIo::new(upgraded);
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
@@ -76,8 +76,7 @@ pub async fn serve(state: Arc<State>, index: usize, host: String, upgraded: Upgr
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let tunnel = Arc::new(Tunnel {
-        index,
-        host,
+        route,
         sni_mismatch,
     });
     let st = state.clone();
@@ -122,13 +121,14 @@ async fn inner(
     tunnel: Arc<Tunnel>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let connector = state.connectors[tunnel.index].name.as_str();
+    let host = tunnel.route.host();
+    let connector = state.connectors[tunnel.route.index].name.as_str();
     let mismatch = match &tunnel.sni_mismatch {
         Some(sni) => Some(format!(
             "TLS server name `{sni}` differs from the CONNECT host `{}`; nothing was forwarded",
-            tunnel.host
+            host
         )),
-        None => check_target(&tunnel.host, &req).err(),
+        None => check_target(host, &req).err(),
     };
     if let Some(msg) = mismatch {
         let err = ProxyError::new(ErrorCode::HostMismatch, msg).for_connector(connector);
@@ -136,14 +136,14 @@ async fn inner(
             &state,
             Some(connector),
             req.method().as_str(),
-            &tunnel.host,
+            host,
             req.uri().path(),
             err.code.status(),
             crate::ledger::Decision::Denied,
         );
         return respond::error(&err);
     }
-    pipeline::handle(&state, tunnel.index, &tunnel.host, req).await
+    pipeline::handle(&state, &tunnel.route, req).await
 }
 
 /// The request must name the tunnel's host: in its URI authority (HTTP/2 `:authority`,

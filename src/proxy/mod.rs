@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,12 +36,26 @@ use guard::{Guard, GuardRules, RateLimitSpec, UpstreamQuota, WritesMode};
 
 pub use server::{start, Running};
 
+/// Where an injected request goes: a connector and one of its hosts. Cheap to clone (the
+/// authority is shared bytes), parsed once at start instead of per request.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub index: usize,
+    pub authority: Authority,
+}
+
+impl Route {
+    pub fn host(&self) -> &str {
+        self.authority.as_str()
+    }
+}
+
 /// A connector as the proxy runs it: its compiled guard and upstream quota memory.
 pub struct ConnectorRuntime {
     pub name: String,
     pub provider: Provider,
-    /// The host gateway-mode requests go to.
-    pub first_host: String,
+    /// Where gateway-mode requests go: the connector's first host.
+    pub gateway_route: Route,
     /// `x-axtary-connector` value, built once.
     pub name_header: HeaderValue,
     pub guard: Guard,
@@ -50,8 +65,8 @@ pub struct ConnectorRuntime {
 /// Everything a connection needs, shared.
 pub struct State {
     pub connectors: Vec<ConnectorRuntime>,
-    /// Intercepted host (lower-case) -> connector index.
-    pub host_index: HashMap<String, usize>,
+    /// Intercepted host (lower-case) -> its route.
+    pub host_index: HashMap<String, Route>,
     pub tls: InterceptTls,
     pub upstream: Upstream,
     pub upstream_settings: UpstreamSettings,
@@ -96,10 +111,22 @@ impl State {
         let mut host_index = HashMap::new();
         for (i, c) in config.connectors.iter().enumerate() {
             let guard = build_guard(c)?;
+            let mut routes = Vec::new();
             for h in &c.hosts {
-                host_index.insert(h.clone(), i);
+                let authority = h.parse::<Authority>().map_err(|_| {
+                    BuildError::Setup(format!("connector `{}`: `{h}` is not a valid host", c.name))
+                })?;
+                let route = Route {
+                    index: i,
+                    authority,
+                };
+                host_index.insert(h.clone(), route.clone());
+                routes.push(route);
             }
-            let first_host = c.hosts.first().cloned().unwrap_or_default();
+            let gateway_route = routes
+                .into_iter()
+                .next()
+                .ok_or_else(|| BuildError::Setup(format!("connector `{}` has no hosts", c.name)))?;
             connectors.push(ConnectorRuntime {
                 name_header: HeaderValue::from_str(&c.name).map_err(|_| {
                     BuildError::Setup(format!(
@@ -109,7 +136,7 @@ impl State {
                 })?,
                 name: c.name.clone(),
                 provider: c.provider,
-                first_host,
+                gateway_route,
                 guard,
                 quota: UpstreamQuota::new(),
             });
@@ -135,12 +162,12 @@ impl State {
         }))
     }
 
-    /// The connector that intercepts `host` on port 443.
-    pub fn connector_for(&self, host: &str, port: u16) -> Option<usize> {
+    /// The route for `host` on port 443, when a connector intercepts it.
+    pub fn connector_for(&self, host: &str, port: u16) -> Option<Route> {
         if port != 443 {
             return None;
         }
-        self.host_index.get(host).copied()
+        self.host_index.get(host).cloned()
     }
 }
 

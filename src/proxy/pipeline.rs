@@ -17,18 +17,19 @@ use super::body::{Counted, Finish, PendingEntry};
 use super::forward::ProxyBody;
 use super::guard::{Verdict, MAX_GRAPHQL_BODY};
 use super::inject::{self, Admitted};
-use super::{respond, State};
+use super::{respond, Route, State};
 use crate::error::{ErrorCode, ProxyError};
 use crate::ledger::{Decision, Entry};
 use crate::redact::RedactBody;
 
-/// Handles one request for connector `index`, to be sent to `host`.
+/// Handles one request bound to `route` (a connector and one of its hosts).
 pub async fn handle(
     state: &Arc<State>,
-    index: usize,
-    host: &str,
+    route: &Route,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let index = route.index;
+    let host = route.host();
     let started = Instant::now();
     let conn = &state.connectors[index];
     let method = req.method().clone();
@@ -153,7 +154,7 @@ pub async fn handle(
     };
     entry.credential_source = Some(credential.source.as_str().to_string());
 
-    let prepared = match inject::prepare(Admitted(()), parts, body, host, &credential) {
+    let prepared = match inject::prepare(Admitted(()), parts, body, &route.authority, &credential) {
         Ok(p) => p,
         Err(e) => {
             return local(
@@ -244,12 +245,13 @@ pub fn prepare_ready(
     parts: http::request::Parts,
     body: ProxyBody,
 ) -> Result<inject::Prepared, ProxyError> {
-    let index = state.connector_for(host, 443).ok_or_else(|| {
+    let route = state.connector_for(host, 443).ok_or_else(|| {
         ProxyError::new(
             ErrorCode::BadRequest,
             format!("{host} is not a connector host"),
         )
     })?;
+    let index = route.index;
     let conn = &state.connectors[index];
     match conn.guard.check(&parts.method, parts.uri.path(), None) {
         Verdict::Allow => {}
@@ -264,5 +266,5 @@ pub fn prepare_ready(
         ProxyError::new(ErrorCode::CredentialUnavailable, "no ready credential")
             .for_connector(&conn.name)
     })?;
-    inject::prepare(Admitted(()), parts, body, host, &credential)
+    inject::prepare(Admitted(()), parts, body, &route.authority, &credential)
 }

@@ -225,11 +225,11 @@ async fn connect(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
     let host = bare_host(authority.host());
     let port = authority.port_u16().unwrap_or(443);
 
-    if let Some(index) = state.connector_for(&host, port) {
+    if let Some(route) = state.connector_for(&host, port) {
         let st = state.clone();
         state.tasks.spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept::serve(st, index, host, upgraded).await,
+                Ok(upgraded) => intercept::serve(st, route, upgraded).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
@@ -366,8 +366,8 @@ async fn gateway(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
             ))
         }
     };
-    let host = state.connectors[index].first_host.clone();
-    pipeline::handle(&state, index, &host, Request::from_parts(parts, body)).await
+    let route = state.connectors[index].gateway_route.clone();
+    pipeline::handle(&state, &route, Request::from_parts(parts, body)).await
 }
 
 /// Lower-cases a host and strips IPv6 brackets.

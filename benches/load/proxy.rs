@@ -1,0 +1,188 @@
+//! The proxy under test: the real `axtary` binary run as a child process with a throwaway
+//! home and config, plus the readings taken from `/proc` (memory, open descriptors).
+//!
+//! A separate process, not the library in-process, so the numbers include everything a user
+//! pays for (its own runtime, logging, allocator) and the memory readings are the proxy's
+//! alone.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// The env var the bench config names as the GitHub connector's `tokenEnv`.
+pub const TOKEN_ENV: &str = "BENCH_GITHUB_TOKEN";
+
+/// How long the proxy may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The line the proxy prints once it is bound.
+const LISTENING_PREFIX: &str = "axtary proxy listening on http://";
+
+/// A running proxy; killed and reaped on drop, also when the bench panics.
+pub struct ProxyProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The proxy's own CA: what a client of the proxy must trust.
+    pub ca_pem: PathBuf,
+    stderr_path: PathBuf,
+    // Dropped after the child is gone (fields drop in declaration order after `drop`).
+    _dir: TempDir,
+}
+
+/// Memory figures of a process, in KiB as `/proc` reports them.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+impl ProxyProcess {
+    /// Writes the config, starts the binary at `exe`, and waits for its listening line.
+    pub fn start(
+        exe: &Path,
+        upstream: SocketAddr,
+        upstream_ca_pem: &str,
+        token: &str,
+    ) -> Result<ProxyProcess, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("axtary-load")
+            .tempdir()
+            .map_err(|e| format!("cannot make a temp dir: {e}"))?;
+        let home = dir.path().join("home");
+        let ca_file = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_file, upstream_ca_pem)
+            .map_err(|e| format!("cannot write {}: {e}", ca_file.display()))?;
+        let config_path = dir.path().join("axtary.yml");
+        let config = format!(
+            "version: 1\n\
+             proxy:\n  listen: 127.0.0.1:0\n\
+             upstream:\n  caFile: {ca}\n  resolve:\n    api.github.com:443: {upstream}\n\
+             ledger:\n  path: off\n\
+             connectors:\n  github:\n    provider: github\n    tokenEnv: {TOKEN_ENV}\n",
+            ca = serde_json::to_string(&ca_file.display().to_string())
+                .map_err(|e| format!("cannot quote a path: {e}"))?,
+        );
+        std::fs::write(&config_path, config)
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        let stderr_path = dir.path().join("proxy.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
+
+        let mut child = Command::new(exe)
+            .arg("proxy")
+            .arg("--config")
+            .arg(&config_path)
+            .env("AXTARY_HOME", &home)
+            .env(TOKEN_ENV, token)
+            // The proxy's default log level is what a user runs with; an inherited filter
+            // would measure logging instead.
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stdout after the first line so the proxy never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(LISTENING_PREFIX) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+
+        let mut proxy = ProxyProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ca_pem: home.join("ca").join("ca.pem"),
+            stderr_path,
+            _dir: dir,
+        };
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(format!(
+                    "the proxy printed no listening line within {} s; its stderr:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    proxy.stderr()
+                ))
+            }
+        };
+        proxy.addr = addr
+            .parse()
+            .map_err(|e| format!("cannot parse the proxy address `{addr}`: {e}"))?;
+        Ok(proxy)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the proxy wrote to stderr so far (for error reports).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Fails if the proxy has exited, with its status and stderr.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "the proxy exited ({status}); its stderr:\n{}",
+                self.stderr()
+            )),
+            Err(e) => Err(format!("cannot query the proxy process: {e}")),
+        }
+    }
+
+    /// VmRSS and VmHWM from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Result<Memory, String> {
+        read_memory(self.pid())
+    }
+
+    /// Open file descriptors of the proxy: one per client socket, pooled upstream socket,
+    /// and a handful of fixed ones.
+    pub fn open_fds(&self) -> Result<usize, String> {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .map(|d| d.count())
+            .map_err(|e| format!("cannot list {dir}: {e}"))
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        // Also runs while a failed run unwinds: no panics here.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Memory of process `pid` (use `std::process::id()` for this one).
+pub fn read_memory(pid: u32) -> Result<Memory, String> {
+    let path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let field = |name: &str| -> Result<u64, String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("{path} has no readable {name} line"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
