@@ -25,6 +25,7 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 
 fn assert_streamed(stack: &Stack, rss_before: u64) {
     let peak = proc_kib(stack.proxy.pid(), "VmHWM");
+    eprintln!("proxy memory: {rss_before} KiB before, peak {peak} KiB");
     assert!(
         peak.saturating_sub(rss_before) < MAX_GROWTH_KIB,
         "proxy memory grew from {rss_before} KiB to a peak of {peak} KiB moving {SIZE} bytes"

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{ConfigBuilder, Home, MockProvider, TestCa};
+use common::{canary_github, ConfigBuilder, Home, MockProvider, TestCa, GITHUB_ENV};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
@@ -30,7 +30,7 @@ fn ca_is_created_with_spec_modes_and_reused_across_restarts() {
     assert!(String::from_utf8_lossy(&pem).contains("BEGIN CERTIFICATE"));
     assert!(first.stop().success());
 
-    let second = home.proxy(&config).start();
+    let second = home.proxy(&config).env(GITHUB_ENV, canary_github()).start();
     assert_eq!(std::fs::read(home.ca_pem()).expect("read ca.pem"), pem);
     second
         .curl(["https://api.github.com/user"])

@@ -250,3 +250,13 @@ fn mock_stops_listening_when_dropped() {
         out.describe()
     );
 }
+
+#[test]
+fn mock_answers_head_without_a_body() {
+    let ca = TestCa::new();
+    let mock = MockProvider::start(&ca);
+    for version in ["--http2", "--http1.1"] {
+        direct(&ca, &mock, "api.github.com", "/user", &[version, "-I"]).assert_status(200);
+    }
+    assert_eq!(mock.seen_lines(), ["HEAD /user", "HEAD /user"]);
+}

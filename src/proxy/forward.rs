@@ -219,3 +219,9 @@ fn upstream_error(e: hyper_util::client::legacy::Error) -> ProxyError {
         ),
     )
 }
+
+/// Boxes a body error (a named function, not a closure: closures returning the boxed trait
+/// object confuse auto-trait inference in the server's generic futures).
+pub fn box_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> BoxError {
+    Box::new(e)
+}

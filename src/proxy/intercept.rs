@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -131,19 +132,28 @@ async fn inner(
         None => check_target(host, &req).err(),
     };
     if let Some(msg) = mismatch {
+        let (req, body) = req.into_parts();
+        respond::drain(body.map_err(super::forward::box_error).boxed()).await;
         let err = ProxyError::new(ErrorCode::HostMismatch, msg).for_connector(connector);
         super::server::record_local(
             &state,
             Some(connector),
-            req.method().as_str(),
+            req.method.as_str(),
             host,
-            req.uri().path(),
+            req.uri.path(),
             err.code.status(),
             crate::ledger::Decision::Denied,
         );
         return respond::error(&err);
     }
-    pipeline::handle(&state, &tunnel.route, req).await
+    let head = req.method() == http::Method::HEAD;
+    let resp = pipeline::handle(&state, &tunnel.route, req).await;
+    if head {
+        // A response to HEAD has no body; HTTP/2 would otherwise send the local JSON one.
+        let (parts, _body) = resp.into_parts();
+        return Response::from_parts(parts, respond::empty());
+    }
+    resp
 }
 
 /// The request must name the tunnel's host: in its URI authority (HTTP/2 `:authority`,

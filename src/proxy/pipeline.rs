@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::body::{Counted, Finish, PendingEntry};
-use super::forward::ProxyBody;
+use super::forward::{box_error, ProxyBody};
 use super::guard::{Verdict, MAX_GRAPHQL_BODY};
 use super::inject::{self, Admitted};
 use super::{respond, Route, State};
@@ -59,6 +59,8 @@ pub async fn handle(
             bytes_in.clone(),
         )
     };
+    let (parts, body) = req.into_parts();
+    let body = Counted::new(body, bytes_in.clone());
 
     // The upstream told us its quota is spent: answer locally until its reset.
     if let Some(secs) = conn.quota.blocked_for(SystemTime::now()) {
@@ -71,10 +73,10 @@ pub async fn handle(
         )
         .for_connector(&conn.name)
         .retry_after(secs);
+        respond::drain(body.map_err(box_error).boxed()).await;
         return local(entry, Decision::RateLimited, respond::error(&err));
     }
 
-    let (parts, body) = req.into_parts();
     // A GraphQL POST under a writes rule must be read (bounded) to tell a query from a
     // mutation; everything else streams.
     let (body, guard_body): (ProxyBody, Option<Bytes>) = if conn.guard.needs_body(&method, &path) {
@@ -83,6 +85,8 @@ pub async fn handle(
                 let bytes = collected.to_bytes();
                 (respond::full(bytes.clone()), Some(bytes))
             }
+            // Too large to inspect: judged a write, and never forwarded (a write under
+            // `writes: deny|dry-run` is answered locally), so the rest is drained there.
             Err(e) if e.is::<http_body_util::LengthLimitError>() => (respond::empty(), None),
             Err(e) => {
                 let err = ProxyError::new(
@@ -94,12 +98,7 @@ pub async fn handle(
             }
         }
     } else {
-        (
-            Counted::new(body, bytes_in.clone())
-                .map_err(|e| Box::new(e) as _)
-                .boxed(),
-            None,
-        )
+        (body.map_err(box_error).boxed(), None)
     };
 
     match conn.guard.check(&method, &path, guard_body.as_deref()) {
@@ -113,6 +112,7 @@ pub async fn handle(
                 ),
             )
             .for_connector(&conn.name);
+            respond::drain(body).await;
             return local(entry, Decision::Denied, respond::error(&err));
         }
         Verdict::DryRun => {
@@ -126,6 +126,7 @@ pub async fn handle(
                     "message": "writes are in dry-run mode for this connector: the request was logged and not sent",
                 }),
             );
+            respond::drain(body).await;
             return local(entry, Decision::DryRun, resp);
         }
         Verdict::RateLimited { retry_after_secs } => {
@@ -138,18 +139,19 @@ pub async fn handle(
             )
             .for_connector(&conn.name)
             .retry_after(retry_after_secs);
+            respond::drain(body).await;
             return local(entry, Decision::RateLimited, respond::error(&err));
         }
-    }
-    if let Some(b) = &guard_body {
-        bytes_in.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     let credential = match state.broker.cached(index) {
         Some(c) => c,
         None => match state.broker.credential(index).await {
             Ok(c) => c,
-            Err(e) => return local(entry, Decision::Error, respond::error(&e)),
+            Err(e) => {
+                respond::drain(body).await;
+                return local(entry, Decision::Error, respond::error(&e));
+            }
         },
     };
     entry.credential_source = Some(credential.source.as_str().to_string());
@@ -199,7 +201,7 @@ pub async fn handle(
     }
     // SECURITY: the upstream may echo the credential back; scrub it as the body streams.
     let body = RedactBody::new(body, Some(credential.redactor.clone()))
-        .map_err(|e| Box::new(e) as _)
+        .map_err(box_error)
         .boxed();
     let resp = Response::from_parts(parts, body);
     finish(

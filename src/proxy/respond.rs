@@ -23,6 +23,33 @@ pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }
 
+/// Upper bound on a request body read and discarded before a local answer.
+const DRAIN_LIMIT: usize = 16 << 20;
+/// And on the time spent doing it.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the body of a request the proxy answers itself. Answering without
+/// reading it makes HTTP/2 end the stream with RST_STREAM(NO_ERROR), which is legal but which
+/// common clients (curl among them) report as a failure; a bounded drain gives them a clean
+/// end of stream. Past the bounds the stream is simply reset.
+pub async fn drain(mut body: ProxyBody) {
+    if http_body::Body::is_end_stream(&body) {
+        return;
+    }
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
+}
+
 /// The JSON error response for `err`.
 pub fn error(err: &ProxyError) -> Response<ProxyBody> {
     let body = serde_json::json!({

@@ -326,7 +326,12 @@ async fn handle(
 
     let route = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    Ok(route_response(&route, &query, &seen).await)
+    let mut resp = route_response(&route, &query, &seen).await;
+    if parts.method == http::Method::HEAD {
+        // Like a real server: the head a GET would get, and no body.
+        *resp.body_mut() = MockBody::Full(None);
+    }
+    Ok(resp)
 }
 
 async fn route_response(route: &str, query: &str, seen: &SeenRequest) -> Response<MockBody> {

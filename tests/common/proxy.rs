@@ -307,6 +307,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- axtary proxy stderr\n{}", self.stderr());
+        }
         if self.try_exit().is_none() {
             // No panics here: this also runs while a failed test unwinds.
             let _ = Command::new("kill")
