@@ -20,6 +20,7 @@ pub struct ConfigBuilder {
     listen: String,
     unmatched: Option<String>,
     auth_env: Option<String>,
+    admin: Option<String>,
     timeout_secs: Option<u64>,
     ledger: Option<String>,
     connector_extra: Vec<(String, String)>,
@@ -43,6 +44,7 @@ impl ConfigBuilder {
             listen: "127.0.0.1:0".to_string(),
             unmatched: None,
             auth_env: None,
+            admin: None,
             timeout_secs: Some(10),
             ledger: None,
             connector_extra: Vec::new(),
@@ -64,6 +66,12 @@ impl ConfigBuilder {
     /// `proxy.unmatched: tunnel`, written out explicitly.
     pub fn unmatched_tunnel(mut self) -> Self {
         self.unmatched = Some("tunnel".to_string());
+        self
+    }
+
+    /// `proxy.admin: ADDR`.
+    pub fn admin(mut self, addr: &str) -> Self {
+        self.admin = Some(addr.to_string());
         self
     }
 
@@ -122,6 +130,9 @@ impl ConfigBuilder {
         }
         if let Some(env) = &self.auth_env {
             y += &format!("  auth:\n    tokenEnv: {env}\n");
+        }
+        if let Some(admin) = &self.admin {
+            y += &format!("  admin: {}\n", quote(admin));
         }
         y += "upstream:\n";
         if let Some(ca) = &self.ca_file {

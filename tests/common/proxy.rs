@@ -28,7 +28,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A proxy run being set up.
 pub struct ProxyBuilder {
     home: PathBuf,
-    config: PathBuf,
+    /// `None`: no `--config`, so the proxy picks `./axtary.yml` or its built-in default.
+    config: Option<PathBuf>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     rust_log: Option<String>,
@@ -38,11 +39,17 @@ impl ProxyBuilder {
     pub fn new(home: PathBuf, config: PathBuf) -> ProxyBuilder {
         ProxyBuilder {
             home,
-            config,
+            config: Some(config),
             args: Vec::new(),
             envs: Vec::new(),
             rust_log: None,
         }
+    }
+
+    /// Runs `axtary proxy` without `--config`.
+    pub fn without_config(mut self) -> Self {
+        self.config = None;
+        self
     }
 
     /// An extra argument after `proxy --config FILE`.
@@ -68,10 +75,11 @@ impl ProxyBuilder {
         cmd.env("AXTARY_HOME", &self.home)
             .env("AXTARY_CREDENTIAL_STORE", "file")
             .current_dir(&self.home)
-            .arg("proxy")
-            .arg("--config")
-            .arg(&self.config)
-            .args(&self.args);
+            .arg("proxy");
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(&self.args);
         if let Some(filter) = &self.rust_log {
             cmd.env("RUST_LOG", filter);
         }
