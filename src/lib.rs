@@ -7,6 +7,7 @@
 //! - `secret`, `error`, `paths`: the vocabulary (redacted secrets, wire errors, state files).
 //! - `config`: `axtary.yml`, syntax first, then resolved into real values.
 //! - `connectors`: what each provider needs (hosts, header format, GraphQL paths).
+//! - `outbound`: every outbound HTTPS client (resolve overrides, extra roots, verification).
 //! - `redact`, `logging`: secret scrubbing for response bodies and for log output.
 //! - `broker`: which credential each connector injects, and from where.
 //! - `ledger`: the append-only hash-chained audit log.
@@ -21,6 +22,7 @@ pub mod connectors;
 pub mod error;
 pub mod ledger;
 pub mod logging;
+pub mod outbound;
 pub mod paths;
 pub mod proxy;
 pub mod redact;

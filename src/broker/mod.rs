@@ -103,8 +103,13 @@ impl Broker {
         Broker { slots }
     }
 
-    /// The credential for connector `index`.
-    pub async fn credential(&self, index: usize) -> Result<Arc<Credential>, ProxyError> {
+    /// The credential for connector `index`, for a request to `path` (GitHub App mode picks
+    /// the installation by the repository owner in the path).
+    pub async fn credential(
+        &self,
+        index: usize,
+        _path: &str,
+    ) -> Result<Arc<Credential>, ProxyError> {
         match self.slots.get(index) {
             Some((_, Slot::Ready(c))) => Ok(c.clone()),
             Some((name, Slot::Missing(why))) => Err(ProxyError::new(
@@ -121,7 +126,7 @@ impl Broker {
 
     /// The credential for connector `index` when it is ready now, without waiting: the
     /// per-request fast path. `None` means call `credential` (which explains the problem).
-    pub fn cached(&self, index: usize) -> Option<Arc<Credential>> {
+    pub fn cached(&self, index: usize, _path: &str) -> Option<Arc<Credential>> {
         match self.slots.get(index) {
             Some((_, Slot::Ready(c))) => Some(c.clone()),
             _ => None,

@@ -144,9 +144,9 @@ pub async fn handle(
         }
     }
 
-    let credential = match state.broker.cached(index) {
+    let credential = match state.broker.cached(index, &path) {
         Some(c) => c,
-        None => match state.broker.credential(index).await {
+        None => match state.broker.credential(index, &path).await {
             Ok(c) => c,
             Err(e) => {
                 respond::drain(body).await;
@@ -264,9 +264,12 @@ pub fn prepare_ready(
             )
         }
     }
-    let credential = state.broker.cached(index).ok_or_else(|| {
-        ProxyError::new(ErrorCode::CredentialUnavailable, "no ready credential")
-            .for_connector(&conn.name)
-    })?;
+    let credential = state
+        .broker
+        .cached(index, parts.uri.path())
+        .ok_or_else(|| {
+            ProxyError::new(ErrorCode::CredentialUnavailable, "no ready credential")
+                .for_connector(&conn.name)
+        })?;
     inject::prepare(Admitted(()), parts, body, &route.authority, &credential)
 }
