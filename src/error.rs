@@ -100,6 +100,8 @@ pub enum CliError {
     Usage(String),
     /// Exit 1: a check or the operation failed.
     Failed(String),
+    /// Exit with this code and print nothing (`axtary run` passing on its command's status).
+    Exit(i32),
 }
 
 impl CliError {
@@ -107,6 +109,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Exit(code) => *code,
         }
     }
 }
@@ -115,6 +118,7 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Exit(_) => Ok(()),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod env;
 pub mod ledger;
 pub mod proxy;
+pub mod run;
 
 use std::path::PathBuf;
 
@@ -47,6 +48,8 @@ pub enum Command {
     },
     /// Print the environment an agent needs to use the proxy.
     Env(env::EnvArgs),
+    /// Run a command with a proxy of its own (ephemeral loopback port) and the env it needs.
+    Run(run::RunArgs),
 }
 
 /// Runs the parsed command.
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ledger { command } => ledger::run(&cli, command),
         Command::Ca { command } => ca::run(&cli, command),
         Command::Env(args) => env::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args),
     }
 }
 
