@@ -2,6 +2,9 @@
 //! `main` prints the error and picks the exit code.
 
 pub mod ca;
+pub mod connect;
+pub mod connections;
+pub mod disconnect;
 pub mod env;
 pub mod ledger;
 pub mod proxy;
@@ -48,6 +51,12 @@ pub enum Command {
     },
     /// Print the environment an agent needs to use the proxy.
     Env(env::EnvArgs),
+    /// Connect a provider by browser OAuth (or --device) and store its token.
+    Connect(connect::ConnectArgs),
+    /// List stored connections (metadata only, never a token).
+    Connections,
+    /// Remove a stored connection (keychain item and file entry).
+    Disconnect(disconnect::DisconnectArgs),
     /// Run a command with a proxy of its own (ephemeral loopback port) and the env it needs.
     Run(run::RunArgs),
 }
@@ -59,6 +68,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ledger { command } => ledger::run(&cli, command),
         Command::Ca { command } => ca::run(&cli, command),
         Command::Env(args) => env::run(&cli, args),
+        Command::Connect(args) => connect::run(&cli, args),
+        Command::Connections => connections::run(&cli),
+        Command::Disconnect(args) => disconnect::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
     }
 }

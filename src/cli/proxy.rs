@@ -71,7 +71,9 @@ pub fn prepare(cli: &Cli, listen: Option<SocketAddr>) -> Result<Prepared, CliErr
         })?,
         None => Ledger::off(),
     };
-    let broker = Broker::from_env(&config);
+    let store_choice = crate::broker::store::StoreChoice::from_env().map_err(CliError::Usage)?;
+    let store = std::sync::Arc::new(crate::broker::store::Store::new(home.clone(), store_choice));
+    let broker = Broker::load(&config, store).map_err(CliError::Failed)?;
     let state = State::build(
         &config,
         ca,

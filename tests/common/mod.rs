@@ -11,6 +11,7 @@ pub mod ca;
 pub mod config;
 pub mod curl;
 pub mod mock;
+pub mod oauth;
 pub mod proxy;
 pub mod stack;
 
