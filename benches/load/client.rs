@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::{HandshakeKind, Resumption};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::Resumption;
+use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +36,7 @@ const CONNECTOR_HEADER: &str = "x-axtary-connector";
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
 
 type Tls = TlsStream<TcpStream>;
-type ReqBody = Empty<Bytes>;
+pub type ReqBody = Empty<Bytes>;
 
 /// Direct to the upstream, or through the proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,13 +65,11 @@ pub struct Client {
 
 /// A TLS client config trusting only `root`, offering `proto`, with or without a shared
 /// session cache.
-pub fn tls_config(
-    root: &CertificateDer<'static>,
-    proto: Proto,
-    resume: bool,
-) -> Arc<ClientConfig> {
+pub fn tls_config(root: &CertificateDer<'static>, proto: Proto, resume: bool) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    roots.add(root.clone()).expect("the CA certificate is a valid root");
+    roots
+        .add(root.clone())
+        .expect("the CA certificate is a valid root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,5 +1,6 @@
 //! The proxy under test: the real `axtary` binary run as a child process with a throwaway
-//! home and config, plus the readings taken from `/proc` (memory, open descriptors).
+//! home and config, plus the readings taken from `/proc` (memory, CPU time, open
+//! descriptors, open-file limit).
 //!
 //! A separate process, not the library in-process, so the numbers include everything a user
 //! pays for (its own runtime, logging, allocator) and the memory readings are the proxy's
@@ -151,6 +152,11 @@ impl ProxyProcess {
         read_memory(self.pid())
     }
 
+    /// CPU time the proxy has used so far (user + system, all threads).
+    pub fn cpu_time(&self) -> Result<Duration, String> {
+        read_cpu_time(self.pid())
+    }
+
     /// Open file descriptors of the proxy: one per client socket, pooled upstream socket,
     /// and a handful of fixed ones.
     pub fn open_fds(&self) -> Result<usize, String> {
@@ -172,8 +178,7 @@ impl Drop for ProxyProcess {
 /// Memory of process `pid` (use `std::process::id()` for this one).
 pub fn read_memory(pid: u32) -> Result<Memory, String> {
     let path = format!("/proc/{pid}/status");
-    let status =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let field = |name: &str| -> Result<u64, String> {
         status
             .lines()
@@ -185,4 +190,66 @@ pub fn read_memory(pid: u32) -> Result<Memory, String> {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
     })
+}
+
+/// User + system CPU time of process `pid`, from fields 14 and 15 of `/proc/<pid>/stat`.
+pub fn read_cpu_time(pid: u32) -> Result<Duration, String> {
+    // The kernel reports these in USER_HZ, which is 100 on every Linux ABI.
+    const TICKS_PER_SEC: u64 = 100;
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from after its end.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{path} has no command field"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| format!("{path} has no readable field {}", i + 3))
+    };
+    // Field 3 (state) is index 0 here, so utime (14) and stime (15) are 11 and 12.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_millis(total * 1000 / TICKS_PER_SEC))
+}
+
+/// CPU time the whole machine spent busy (all CPUs, every process), from `/proc/stat`; with
+/// this process's and the proxy's own time it tells how much else was running.
+pub fn read_machine_busy() -> Result<Duration, String> {
+    const TICKS_PER_SEC: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("/proc/stat has no cpu line")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(Duration::from_millis(busy * 1000 / TICKS_PER_SEC))
+}
+
+/// The soft limit on open files of this process (the proxy inherits it), from
+/// `/proc/self/limits`; `None` when unlimited.
+pub fn open_file_limit() -> Result<Option<u64>, String> {
+    let limits = std::fs::read_to_string("/proc/self/limits")
+        .map_err(|e| format!("cannot read /proc/self/limits: {e}"))?;
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or("/proc/self/limits has no `Max open files` line")?;
+    Ok(soft.parse().ok())
 }

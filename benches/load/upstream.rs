@@ -41,7 +41,8 @@ pub struct BenchCa {
 
 impl BenchCa {
     pub fn new() -> BenchCa {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate the bench CA key");
+        let key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate the bench CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("bench CA params");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "axtary load bench upstream CA");
@@ -160,7 +161,8 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     let digest = hex::encode(Sha256::digest(auth));
-    let body = format!(r#"{{"ok":true,"repo":"acme/widgets","pulls":[],"{AUTH_HASH_KEY}":"{digest}"}}"#);
+    let body =
+        format!(r#"{{"ok":true,"repo":"acme/widgets","pulls":[],"{AUTH_HASH_KEY}":"{digest}"}}"#);
     let resp = Response::builder()
         .header(CONTENT_TYPE, "application/json; charset=utf-8")
         .body(Full::new(Bytes::from(body)))
