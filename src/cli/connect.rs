@@ -200,8 +200,16 @@ fn plan(cli: &Cli, args: &ConnectArgs) -> Result<Plan, CliError> {
     }
     let choice = StoreChoice::from_env().map_err(CliError::Usage)?;
     let store = Arc::new(Store::new(home, choice));
-    // An unreadable or unsafe credentials file fails now, before the user signs in.
+    // An unreadable or unsafe credentials file, or a required keychain that does not answer,
+    // fails now, before the user signs in.
     store.list().map_err(CliError::Failed)?;
+    if choice == StoreChoice::Keyring {
+        store.keychain().map_err(|why| {
+            CliError::Failed(format!(
+                "AXTARY_CREDENTIAL_STORE=keyring, but the OS keychain cannot be used: {why}; unlock or start it, or set AXTARY_CREDENTIAL_STORE=auto to fall back to the 0600 file"
+            ))
+        })?;
+    }
     Ok(Plan {
         connector,
         endpoints,

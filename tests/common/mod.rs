@@ -10,10 +10,12 @@
 pub mod ca;
 pub mod config;
 pub mod curl;
+pub mod keyring;
 pub mod mock;
 pub mod oauth;
 pub mod proxy;
 pub mod stack;
+pub mod webdriver;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

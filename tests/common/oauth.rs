@@ -968,6 +968,8 @@ impl OauthStack {
         }
         cmd.args(args);
         let upper = provider.to_ascii_uppercase();
+        // Every byte the command writes is checked for secrets by the tests, at full verbosity.
+        cmd.env("RUST_LOG", "trace");
         cmd.env(format!("AXTARY_{upper}_CLIENT_ID"), self.mock.client_id())
             .env(
                 format!("AXTARY_{upper}_CLIENT_SECRET"),
