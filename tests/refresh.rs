@@ -27,6 +27,15 @@ fn connected_expiring() -> OauthStack {
     stack
 }
 
+/// The proxy's stdout once it holds `needle` (start-up lines follow the address line).
+fn wait_for_line(proxy: &Proxy, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !proxy.stdout().contains(needle) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.stdout()
+}
+
 fn hammer(proxies: &[&Proxy], per_proxy: usize) -> Vec<u16> {
     std::thread::scope(|s| {
         let handles: Vec<_> = proxies
@@ -48,6 +57,11 @@ fn twenty_concurrent_requests_on_an_expired_token_cause_one_refresh() {
     let stack = connected_expiring();
     let old = stack.mock.issued()[0].clone();
     let proxy = stack.proxy().rust_log("trace").start();
+    assert!(
+        wait_for_line(&proxy, "connector linear:").contains("connector linear: ready (broker)"),
+        "{}",
+        proxy.stdout()
+    );
     let statuses = hammer(&[&proxy], 20);
     assert!(
         statuses.iter().all(|s| *s == 200),
@@ -182,6 +196,11 @@ fn expired_token_without_refresh_token_uses_the_env_var() {
         .proxy(&stack.config)
         .env(LINEAR_ENV, &env_key)
         .start();
+    assert!(
+        wait_for_line(&proxy, "connector linear:").contains("connector linear: ready (env)"),
+        "{}",
+        proxy.stdout()
+    );
     let out = proxy.curl(["-s", "https://api.linear.app/graphql", "-d", QUERY]);
     assert_eq!(out.status, 200, "{}", out.describe());
     assert_eq!(

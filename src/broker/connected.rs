@@ -137,10 +137,25 @@ impl Connected {
         result
     }
 
-    /// Where the credential comes from now, or why there is none.
+    /// Where the credential comes from now, or why there is none. An expired broker token
+    /// with a refresh token still counts as the broker: the first request refreshes it.
     pub fn describe(&self) -> Result<CredentialSource, String> {
         let cur = self.current.load();
-        match &cur.cred {
+        if cur.usable_now(Instant::now()) {
+            return match &cur.cred {
+                Some(c) => Ok(c.source),
+                None => Err(self.no_credential(&cur)),
+            };
+        }
+        let refreshable = cur
+            .tokens
+            .as_ref()
+            .and_then(|t| t.refresh.as_ref())
+            .is_some_and(|r| cur.refused.as_ref() != Some(r));
+        if refreshable {
+            return Ok(CredentialSource::Broker);
+        }
+        match &self.env {
             Some(c) => Ok(c.source),
             None => Err(self.no_credential(&cur)),
         }
