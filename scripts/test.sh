@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients the end-to-end tests drive. A missing one fails a test; it is never skipped.
-packages=(curl ca-certificates openssl
+packages=(curl ca-certificates openssl gh
   # `axtary connect`: a real browser (Chromium driven over WebDriver) and a real Secret Service
   # (gnome-keyring in a private D-Bus session; secret-tool reads it back independently).
   chromium chromium-driver gnome-keyring dbus-daemon dbus-bin libsecret-tools)

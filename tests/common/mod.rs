@@ -10,6 +10,7 @@
 pub mod ca;
 pub mod config;
 pub mod curl;
+pub mod github_app;
 pub mod keyring;
 pub mod mock;
 pub mod oauth;
