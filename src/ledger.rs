@@ -168,6 +168,11 @@ impl Ledger {
         Ledger { tx: None }
     }
 
+    /// False for `Ledger::off()`: callers skip assembling entries nobody will write.
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues one entry; returns at once.
     pub fn record(&self, e: Entry) {
         let Some(tx) = &self.tx else { return };

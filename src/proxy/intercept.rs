@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::forward::ProxyBody;
@@ -23,6 +24,10 @@ use crate::error::{ErrorCode, ProxyError};
 
 /// Bound on the client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an intercepted HTTP/1.1 connection may sit idle (or take to send a request
+/// head) before it is closed; long enough for agents that pause between calls to keep their
+/// connection, like the upstream pool does.
+const INNER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What an intercepted tunnel is bound to.
 struct Tunnel {
@@ -34,46 +39,11 @@ struct Tunnel {
 /// Terminates TLS on `upgraded` and serves the inner HTTP/1.1 or HTTP/2 connection.
 pub async fn serve(state: Arc<State>, route: Route, upgraded: Upgraded) {
     let host = route.host().to_string();
-    let io = TokioIo::new(upgraded);
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%host, error = %e, "client TLS hello failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%host, "client TLS hello timed out");
-            return;
-        }
-    };
-    let sni = start
-        .client_hello()
-        .server_name()
-        .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-    let sni_mismatch = sni.clone().filter(|s| *s != host);
-    // SECURITY: the certificate is always for the CONNECT host; a different SNI gets that
-    // certificate (which an honest client rejects) and every request answers 421.
-    let config = match state
-        .tls
-        .config_for(&host, sni.is_some() && sni_mismatch.is_none())
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%host, error = %e, "cannot prepare interception TLS");
-            return;
-        }
-    };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            tracing::debug!(%host, error = %e, "client TLS handshake failed (does the client trust the Axtary CA?)");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%host, "client TLS handshake timed out");
-            return;
-        }
+    // The handshake's state (ClientHello parsing, the accepting TLS connection) is large and
+    // short-lived: boxing it keeps it out of this task's allocation, which otherwise lives as
+    // long as the connection and would carry that size for every idle client.
+    let Some((tls, sni_mismatch)) = Box::pin(handshake(&state, &host, upgraded)).await else {
+        return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let tunnel = Arc::new(Tunnel {
@@ -102,6 +72,7 @@ pub async fn serve(state: Arc<State>, route: Route, upgraded: Upgraded) {
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            .header_read_timeout(INNER_IDLE_TIMEOUT)
             .serve_connection(io, svc);
         tokio::pin!(conn);
         tokio::select! {
@@ -114,6 +85,56 @@ pub async fn serve(state: Arc<State>, route: Route, upgraded: Upgraded) {
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// Reads the ClientHello, checks SNI against the CONNECT host, and completes the handshake
+/// with that host's leaf. Returns the stream and the SNI when it differed from the host.
+async fn handshake(
+    state: &State,
+    host: &str,
+    upgraded: Upgraded,
+) -> Option<(TlsStream<TokioIo<Upgraded>>, Option<String>)> {
+    let io = TokioIo::new(upgraded);
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "client TLS hello failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%host, "client TLS hello timed out");
+            return None;
+        }
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let sni_mismatch = sni.clone().filter(|s| s != host);
+    // SECURITY: the certificate is always for the CONNECT host; a different SNI gets that
+    // certificate (which an honest client rejects) and every request answers 421.
+    let config = match state
+        .tls
+        .config_for(host, sni.is_some() && sni_mismatch.is_none())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%host, error = %e, "cannot prepare interception TLS");
+            return None;
+        }
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(t)) => Some((t, sni_mismatch)),
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "client TLS handshake failed (does the client trust the Axtary CA?)");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%host, "client TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -36,7 +36,8 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let bytes_in = Arc::new(AtomicU64::new(0));
 
-    let mut entry = Entry {
+    // The ledger line is only assembled when there is a ledger to write it to.
+    let mut entry = state.ledger.is_on().then(|| Entry {
         connector: Some(conn.name.clone()),
         method: method.as_str().to_string(),
         host: host.to_string(),
@@ -47,8 +48,8 @@ pub async fn handle(
         credential_source: None,
         bytes_in: 0,
         bytes_out: 0,
-    };
-    let local = |entry: Entry, decision: Decision, resp: Response<ProxyBody>| {
+    });
+    let local = |entry: Option<Entry>, decision: Decision, resp: Response<ProxyBody>| {
         finish(
             state,
             index,
@@ -154,7 +155,9 @@ pub async fn handle(
             }
         },
     };
-    entry.credential_source = Some(credential.source.as_str().to_string());
+    if let Some(e) = entry.as_mut() {
+        e.credential_source = Some(credential.source.as_str().to_string());
+    }
 
     let prepared = match inject::prepare(Admitted(()), parts, body, &route.authority, &credential) {
         Ok(p) => p,
@@ -215,19 +218,23 @@ pub async fn handle(
     )
 }
 
-/// Attaches the ledger line to the response; it is written when the body ends.
+/// Counts the request and attaches its ledger line (when the ledger is on) to the response;
+/// the line is written when the body ends.
 fn finish(
     state: &Arc<State>,
     index: usize,
-    mut entry: Entry,
+    entry: Option<Entry>,
     decision: Decision,
     resp: Response<ProxyBody>,
     started: Instant,
     bytes_in: Arc<AtomicU64>,
 ) -> Response<ProxyBody> {
+    state.metrics.request(Some(index), decision);
+    let Some(mut entry) = entry else {
+        return resp;
+    };
     entry.status = resp.status().as_u16();
     entry.decision = decision;
-    state.metrics.request(Some(index), decision);
     let pending = PendingEntry {
         ledger: state.ledger.clone(),
         entry,
