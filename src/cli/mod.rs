@@ -9,6 +9,7 @@ pub mod env;
 pub mod ledger;
 pub mod proxy;
 pub mod run;
+pub mod smoke;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Disconnect(disconnect::DisconnectArgs),
     /// Run a command with a proxy of its own (ephemeral loopback port) and the env it needs.
     Run(run::RunArgs),
+    /// One harmless real call per connector through the injection path; exit 0 when all pass.
+    Smoke(smoke::SmokeArgs),
 }
 
 /// Runs the parsed command.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Connections => connections::run(&cli),
         Command::Disconnect(args) => disconnect::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
+        Command::Smoke(args) => smoke::run(&cli, args),
     }
 }
 

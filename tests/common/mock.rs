@@ -396,7 +396,67 @@ async fn route_response(route: &str, query: &str, seen: &SeenRequest) -> Respons
         );
         return resp;
     }
+    if route == "/api/auth.test" {
+        return json(StatusCode::OK, slack_auth_test(seen));
+    }
+    if route == "/graphql" {
+        return json(StatusCode::OK, linear_viewer(seen));
+    }
     json(StatusCode::OK, echo_json(seen))
+}
+
+/// A Slack token the mock treats as revoked (`auth.test` answers `ok: false`).
+pub const SLACK_REVOKED_PREFIX: &str = "xoxb-revoked-";
+/// A Linear key the mock treats as revoked (GraphQL answers `errors`).
+pub const LINEAR_REVOKED_PREFIX: &str = "lin_api_revoked";
+
+/// Slack-style `auth.test`: HTTP 200 either way, `ok` says whether the token works. The echo
+/// fields stay so tests can still see what arrived.
+fn slack_auth_test(seen: &SeenRequest) -> serde_json::Value {
+    let mut v = echo_json(seen);
+    let token = seen
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "));
+    match token {
+        None => {
+            v["ok"] = false.into();
+            v["error"] = "not_authed".into();
+        }
+        Some(t) if t.starts_with(SLACK_REVOKED_PREFIX) => {
+            v["ok"] = false.into();
+            v["error"] = "invalid_auth".into();
+        }
+        Some(_) => {
+            v["ok"] = true.into();
+            v["url"] = "https://mock-workspace.slack.com/".into();
+            v["team"] = "Mock Workspace".into();
+            v["user"] = "axtary-bot".into();
+            v["team_id"] = "T00000001".into();
+            v["user_id"] = "U00000001".into();
+            v["bot_id"] = "B00000001".into();
+        }
+    }
+    v
+}
+
+/// Linear-style GraphQL: `data.viewer` for a key, `errors` without one (or a revoked one).
+fn linear_viewer(seen: &SeenRequest) -> serde_json::Value {
+    let mut v = echo_json(seen);
+    match seen.header("authorization") {
+        Some(a)
+            if !a.is_empty()
+                && !a
+                    .trim_start_matches("Bearer ")
+                    .starts_with(LINEAR_REVOKED_PREFIX) =>
+        {
+            v["data"] = serde_json::json!({"viewer": {"id": "mock-viewer-1"}});
+        }
+        _ => {
+            v["errors"] =
+                serde_json::json!([{"message": "Authentication required, not authenticated"}]);
+        }
+    }
+    v
 }
 
 fn echo_json(seen: &SeenRequest) -> serde_json::Value {
