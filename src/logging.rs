@@ -50,6 +50,9 @@ static JWT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*").expect("static regex")
 });
 
+/// How many exact values the scrubber keeps (oldest dropped first).
+const MAX_REGISTERED: usize = 512;
+
 /// The exact secrets to scrub, rebuilt on each registration (rare) and shared by every log
 /// line (frequent) through a cloned `Arc`.
 #[derive(Default)]
@@ -72,6 +75,13 @@ pub fn register_secret(s: &Secret) {
     }
     let mut values = guard.values.clone();
     values.push(s.clone());
+    // Short-lived credentials (GitHub App JWTs every few minutes, installation tokens every
+    // hour) are registered as they are minted; keep the newest ones so the set stays bounded.
+    // A value this old has long expired: scrubbing it matters less than a bounded matcher.
+    if values.len() > MAX_REGISTERED {
+        let excess = values.len() - MAX_REGISTERED;
+        values.drain(..excess);
+    }
     let matcher = AhoCorasick::builder()
         .match_kind(MatchKind::LeftmostLongest)
         .build(values.iter().map(|v| v.expose()))
