@@ -5,6 +5,7 @@ pub mod ca;
 pub mod connect;
 pub mod connections;
 pub mod disconnect;
+pub mod doctor;
 pub mod env;
 pub mod ledger;
 pub mod proxy;
@@ -62,6 +63,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// One harmless real call per connector through the injection path; exit 0 when all pass.
     Smoke(smoke::SmokeArgs),
+    /// Check connectors, the CA, the listen port, the clock and this shell's env.
+    Doctor,
 }
 
 /// Runs the parsed command.
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Disconnect(args) => disconnect::run(&cli, args),
         Command::Run(args) => run::run(&cli, args),
         Command::Smoke(args) => smoke::run(&cli, args),
+        Command::Doctor => doctor::run(&cli),
     }
 }
 
