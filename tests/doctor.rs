@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::ca::TestCa;
 use common::config::ConfigBuilder;
-use common::github_app::{app_key, APP_ID, APP_ID_ENV, PRIVATE_KEY_ENV};
+use common::github_app::{app_key, GithubAppMock, APP_ID, APP_ID_ENV, PRIVATE_KEY_ENV};
 use common::mock::MockProvider;
 use common::oauth::OauthStack;
 use common::{
@@ -221,6 +221,53 @@ fn github_app_source_is_reported() {
             .as_str()
             .unwrap_or("")
             .contains(PRIVATE_KEY_ENV),
+        "{doc}"
+    );
+}
+
+#[test]
+fn clock_skew_against_the_providers_date_is_measured_and_warned() {
+    let ca = TestCa::new();
+    // A GitHub whose clock runs ten minutes ahead of ours.
+    let mock = GithubAppMock::builder(&ca).clock_offset_secs(600).start();
+    let home = Home::new();
+    let yaml = format!(
+        "version: 1\nproxy:\n  listen: \"127.0.0.1:0\"\nupstream:\n  caFile: {}\n  resolve:\n    \"api.github.com:443\": \"{}\"\n  timeoutSecs: 10\nconnectors:\n  github:\n    provider: github\n    mode: app\n    appIdEnv: {APP_ID_ENV}\n    privateKeyEnv: {PRIVATE_KEY_ENV}\n",
+        serde_json::to_string(&ca.pem_path().to_string_lossy()).unwrap_or_default(),
+        mock.addr()
+    );
+    let config = home.write_config(&yaml);
+    let env = vec![
+        (APP_ID_ENV, APP_ID.to_string()),
+        (PRIVATE_KEY_ENV, app_key().pkcs1.clone()),
+    ];
+    let out = doctor(&home, &config, &env, true);
+    // Skew warns; readiness alone decides the exit code.
+    out.assert_code(0);
+    let doc = parse(&out);
+    let clock = &doc["checks"]["clock"];
+    assert_eq!(clock["ok"], false, "{doc}");
+    let skew = clock["skewSecs"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert!((595..=605).contains(&skew), "{doc}");
+    assert!(clock["fix"].is_string(), "{doc}");
+
+    // Unreachable: a note, not a failure.
+    let unreachable = yaml.replace(
+        &mock.addr().to_string(),
+        &format!("127.0.0.1:{}", common::closed_port()),
+    );
+    let config = home.write_config(&unreachable);
+    let doc = parse(&doctor(&home, &config, &env, true));
+    let clock = &doc["checks"]["clock"];
+    assert_eq!(clock["ok"], true, "{doc}");
+    assert!(clock["skewSecs"].is_null(), "{doc}");
+    assert!(
+        clock["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("skipped"),
         "{doc}"
     );
 }
