@@ -110,6 +110,9 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> Result<(), CliError> {
     let prepared = prepare(cli, args.listen)?;
     let runtime = super::runtime()?;
     runtime.block_on(async move {
+        // Signal handlers first: a SIGTERM that arrives right after the address is printed
+        // must start a graceful shutdown, not kill the process with the default action.
+        let stop = shutdown_signal()?;
         let running = bind(&prepared).await?;
         if let Some(admin) = prepared.config.proxy.admin {
             let bound = crate::proxy::server::start_admin(prepared.state.clone(), admin)
@@ -122,7 +125,7 @@ pub fn run(cli: &Cli, args: &ProxyArgs) -> Result<(), CliError> {
             tracing::info!(%bound, "admin listener: GET /healthz, GET /metrics");
         }
         announce(cli, &prepared, running.addr)?;
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let grace = prepared.config.proxy.shutdown_grace;
         if !running.shutdown(grace).await {
@@ -194,21 +197,20 @@ fn announce(cli: &Cli, p: &Prepared, addr: SocketAddr) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on the
+/// first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| CliError::Failed(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| CliError::Failed(format!("cannot watch SIGINT: {e}")))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 /// Grace period default, re-exported for callers that stop a proxy themselves.

@@ -46,6 +46,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
         for name in credential_env_names(&prepared.config) {
             cmd.env_remove(name);
         }
+        // Handlers before the child exists, so no signal meant for it can kill us first.
+        let signals = Signals::install()?;
         let mut child = cmd.spawn().map_err(|e| {
             CliError::Failed(format!(
                 "cannot run `{}`: {e}; check the command name and PATH",
@@ -53,7 +55,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<(), CliError> {
             ))
         })?;
         tracing::debug!(addr = %running.addr, "proxy for the child is listening");
-        let status = wait_forwarding_signals(&mut child).await;
+        let status = wait_forwarding_signals(&mut child, signals).await;
         running.shutdown(prepared.config.proxy.shutdown_grace).await;
         status
     })?;
@@ -93,12 +95,28 @@ pub fn credential_env_names(config: &Config) -> Vec<String> {
 
 /// Waits for the child, forwarding SIGINT and SIGTERM to it; returns its exit code (128 +
 /// signal number when a signal ended it, as shells report).
-async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> Result<i32, CliError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| CliError::Failed(format!("cannot watch SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::Failed(format!("cannot watch SIGINT: {e}")))?;
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| CliError::Failed(format!("cannot watch SIGTERM: {e}")))?,
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| CliError::Failed(format!("cannot watch SIGINT: {e}")))?,
+        })
+    }
+}
+
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+    signals: Signals,
+) -> Result<i32, CliError> {
+    let Signals { mut term, mut int } = signals;
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
