@@ -10,65 +10,19 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::ca::TestCa;
-use common::config::ConfigBuilder;
-use common::mock::MockProvider;
-use common::{
-    canary_github, canary_linear, canary_slack, run_bounded, Home, RunOutput, GITHUB_ENV,
-    LINEAR_ENV, SLACK_ENV,
-};
+use common::cli::CliSetup;
+use common::{run_bounded, RunOutput, GITHUB_ENV, SLACK_ENV};
 
-struct Setup {
-    _ca: TestCa,
-    mock: MockProvider,
-    home: Home,
-    config: PathBuf,
-    tokens: Vec<(&'static str, String)>,
+fn setup() -> CliSetup {
+    CliSetup::new()
 }
 
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let mock = MockProvider::start(&ca);
-    let home = Home::new();
-    let config = home.write_config(&ConfigBuilder::new(&ca, &mock).build());
-    Setup {
-        _ca: ca,
-        mock,
-        home,
-        config,
-        tokens: vec![
-            (GITHUB_ENV, canary_github()),
-            (SLACK_ENV, canary_slack()),
-            (LINEAR_ENV, canary_linear()),
-        ],
-    }
-}
-
-impl Setup {
-    fn token(&self, env: &str) -> &str {
-        self.tokens
-            .iter()
-            .find(|(k, _)| *k == env)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    }
-
+impl CliSetup {
     /// `axtary run -- ARGS` with the connector tokens in axtary's environment only.
     fn run(&self, args: &[&str], extra_env: &[(&str, String)]) -> RunOutput {
-        let mut cmd = self.home.command(["run", "--config"]);
-        cmd.arg(&self.config).arg("--").args(args);
-        for (k, v) in &self.tokens {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let out = run_bounded(cmd, Duration::from_secs(60));
-        for (_, token) in &self.tokens {
-            assert!(!out.stdout().contains(token.as_str()), "{}", out.stdout());
-            assert!(!out.stderr().contains(token.as_str()), "{}", out.stderr());
-        }
-        out
+        let mut all = vec!["--"];
+        all.extend_from_slice(args);
+        self.axtary("run", &all, extra_env, Duration::from_secs(60))
     }
 
     /// The Authorization the mock saw on the last request to `path`.

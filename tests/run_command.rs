@@ -7,39 +7,21 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::ca::TestCa;
-use common::config::ConfigBuilder;
-use common::mock::MockProvider;
-use common::{canary_github, run_bounded, sigterm, wait_bounded, Home, GITHUB_ENV};
+use common::cli::CliSetup;
+use common::{run_bounded, sigterm, wait_bounded, GITHUB_ENV};
 
-struct Setup {
-    _ca: TestCa,
-    mock: MockProvider,
-    home: Home,
-    config: std::path::PathBuf,
-    token: String,
+fn setup() -> CliSetup {
+    CliSetup::new()
 }
 
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let mock = MockProvider::start(&ca);
-    let home = Home::new();
-    let config = home.write_config(&ConfigBuilder::new(&ca, &mock).build());
-    Setup {
-        _ca: ca,
-        mock,
-        home,
-        config,
-        token: canary_github(),
-    }
-}
-
-impl Setup {
-    fn run(&self, script: &str) -> std::process::Command {
+impl CliSetup {
+    /// `axtary run -- sh -c SCRIPT`, the tokens in axtary's environment only.
+    fn run_script(&self, script: &str) -> std::process::Command {
         let mut cmd = self.home.command(["run", "--config"]);
-        cmd.arg(&self.config)
-            .args(["--", "sh", "-c", script])
-            .env(GITHUB_ENV, &self.token);
+        cmd.arg(&self.config).args(["--", "sh", "-c", script]);
+        for (k, v) in &self.tokens {
+            cmd.env(k, v);
+        }
         cmd
     }
 }
@@ -50,34 +32,38 @@ fn curl_under_run_reaches_the_provider_with_the_injected_token() {
     // curl gets its proxy and CA bundle only from the environment `run` sets.
     let script =
         "curl -q -sS --fail https://api.github.com/user -H 'Authorization: Bearer placeholder'";
-    let out = run_bounded(s.run(script), Duration::from_secs(30));
+    let out = run_bounded(s.run_script(script), Duration::from_secs(30));
     out.assert_code(0);
     let seen = s.mock.seen();
     let last = seen.last().expect("the mock saw the request");
     assert_eq!(
         last.header("authorization"),
-        Some(format!("Bearer {}", s.token).as_str())
+        Some(format!("Bearer {}", s.token(GITHUB_ENV)).as_str())
     );
-    assert!(!out.stdout().contains(&s.token), "{}", out.stdout());
+    assert!(
+        !out.stdout().contains(s.token(GITHUB_ENV)),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[test]
 fn the_command_never_sees_the_credential_env_var() {
     let s = setup();
-    let out = run_bounded(s.run("env"), Duration::from_secs(30));
+    let out = run_bounded(s.run_script("env"), Duration::from_secs(30));
     out.assert_code(0);
     let env = out.stdout();
     assert!(env.contains("HTTPS_PROXY=http://127.0.0.1:"), "{env}");
     assert!(env.contains("SSL_CERT_FILE="), "{env}");
     assert!(env.contains("NODE_EXTRA_CA_CERTS="), "{env}");
     assert!(!env.contains(GITHUB_ENV), "{env}");
-    assert!(!env.contains(&s.token), "{env}");
+    assert!(!env.contains(s.token(GITHUB_ENV)), "{env}");
 }
 
 #[test]
 fn exit_status_of_the_command_is_passed_on() {
     let s = setup();
-    let out = run_bounded(s.run("exit 7"), Duration::from_secs(30));
+    let out = run_bounded(s.run_script("exit 7"), Duration::from_secs(30));
     out.assert_code(7);
     let missing = run_bounded(
         {
@@ -98,7 +84,7 @@ fn exit_status_of_the_command_is_passed_on() {
 #[test]
 fn sigterm_is_forwarded_to_the_command() {
     let s = setup();
-    let mut cmd = s.run("trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done");
+    let mut cmd = s.run_script("trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done");
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("start axtary run");
     // Wait until the command has installed its trap.

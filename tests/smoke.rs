@@ -4,68 +4,19 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::ca::TestCa;
-use common::config::ConfigBuilder;
-use common::mock::{MockProvider, LINEAR_REVOKED_PREFIX, SLACK_REVOKED_PREFIX};
-use common::{
-    canary_github, canary_linear, canary_slack, run_bounded, Home, RunOutput, GITHUB_ENV,
-    LINEAR_ENV, SLACK_ENV,
-};
+use common::cli::CliSetup;
+use common::mock::{LINEAR_REVOKED_PREFIX, SLACK_REVOKED_PREFIX};
+use common::{canary_linear, canary_slack, RunOutput, GITHUB_ENV, LINEAR_ENV, SLACK_ENV};
 
-struct Setup {
-    _ca: TestCa,
-    mock: MockProvider,
-    home: Home,
-    config: PathBuf,
-    tokens: Vec<(&'static str, String)>,
+fn setup() -> CliSetup {
+    CliSetup::new()
 }
 
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let mock = MockProvider::start(&ca);
-    let home = Home::new();
-    let config = home.write_config(&ConfigBuilder::new(&ca, &mock).build());
-    Setup {
-        _ca: ca,
-        mock,
-        home,
-        config,
-        tokens: vec![
-            (GITHUB_ENV, canary_github()),
-            (SLACK_ENV, canary_slack()),
-            (LINEAR_ENV, canary_linear()),
-        ],
-    }
-}
-
-impl Setup {
-    fn set(&mut self, env: &str, value: String) {
-        for (k, v) in &mut self.tokens {
-            if *k == env {
-                *v = value.clone();
-            }
-        }
-    }
-
-    fn unset(&mut self, env: &str) {
-        self.tokens.retain(|(k, _)| *k != env);
-    }
-
+impl CliSetup {
     fn smoke(&self, extra: &[&str]) -> RunOutput {
-        let mut cmd = self.home.command(["smoke", "--config"]);
-        cmd.arg(&self.config).args(extra);
-        for (k, v) in &self.tokens {
-            cmd.env(k, v);
-        }
-        let out = run_bounded(cmd, Duration::from_secs(30));
-        for (_, token) in &self.tokens {
-            assert!(!out.stdout().contains(token.as_str()), "{}", out.stdout());
-            assert!(!out.stderr().contains(token.as_str()), "{}", out.stderr());
-        }
-        out
+        self.axtary("smoke", extra, &[], Duration::from_secs(30))
     }
 
     fn smoke_json(&self, extra: &[&str]) -> (RunOutput, serde_json::Value) {

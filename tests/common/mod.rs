@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod curl;
 pub mod github_app;
