@@ -97,3 +97,38 @@ impl Default for TestCa {
         TestCa::new()
     }
 }
+
+/// What every mock TLS server starts from: an acceptor presenting `leaf` with the `alpn`
+/// protocols, a two-thread runtime named `name` (dropping it stops the server), and a
+/// listener on 127.0.0.1 with its address.
+pub fn tls_server(
+    leaf: Leaf,
+    alpn: &[&[u8]],
+    name: &str,
+) -> (
+    tokio_rustls::TlsAcceptor,
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain, leaf.key)
+        .expect("mock server certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("mock runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind mock listener");
+    let addr = listener.local_addr().expect("mock local addr");
+    (acceptor, runtime, listener, addr)
+}

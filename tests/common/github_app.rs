@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::TestCa;
+use super::ca::{tls_server, TestCa};
 use super::proxy::{Proxy, ProxyBuilder};
 use super::{random_alnum, run_bounded, scrub_env, Home, RunOutput};
 
@@ -165,25 +165,8 @@ impl GithubAppMockBuilder<'_> {
     pub fn start(self) -> GithubAppMock {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let leaf = self.ca.issue(&["api.github.com"]);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(leaf.chain, leaf.key)
-            .expect("mock certificate");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mock-github-app")
-            .enable_all()
-            .build()
-            .expect("mock runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind mock");
-        let addr = listener.local_addr().expect("mock addr");
+        let (acceptor, runtime, listener, addr) =
+            tls_server(leaf, &[b"h2", b"http/1.1"], "mock-github-app");
         let decoding = jsonwebtoken::DecodingKey::from_rsa_pem(app_key().public.as_bytes())
             .expect("public key");
         let state = Arc::new(State {

@@ -29,7 +29,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::TestCa;
+use super::ca::{tls_server, TestCa};
 
 /// The hosts a default mock answers for.
 pub const PROVIDER_HOSTS: [&str; 4] = [
@@ -123,29 +123,11 @@ impl MockBuilder<'_> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let leaf = self.ca.issue(&names);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(leaf.chain, leaf.key)
-            .expect("mock server certificate");
-        config.alpn_protocols = match self.alpn {
-            Alpn::H2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            Alpn::Http1Only => vec![b"http/1.1".to_vec()],
+        let alpn: &[&[u8]] = match self.alpn {
+            Alpn::H2AndHttp1 => &[b"h2", b"http/1.1"],
+            Alpn::Http1Only => &[b"http/1.1"],
         };
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mock-provider")
-            .enable_all()
-            .build()
-            .expect("mock runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind mock listener");
-        let addr = listener.local_addr().expect("mock local addr");
+        let (acceptor, runtime, listener, addr) = tls_server(leaf, alpn, "mock-provider");
         let shared = Arc::new(Shared {
             seen: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),

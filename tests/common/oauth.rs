@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::TestCa;
+use super::ca::{tls_server, TestCa};
 use super::random_alnum;
 
 /// The hosts the OAuth mock's certificate covers.
@@ -163,25 +163,8 @@ impl OauthMock {
         };
         let spki_sha256 = base64::engine::general_purpose::STANDARD
             .encode(Sha256::digest(key_pair.subject_public_key_info()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(leaf.chain, leaf.key)
-            .expect("mock certificate");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mock-oauth")
-            .enable_all()
-            .build()
-            .expect("mock runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind mock");
-        let addr = listener.local_addr().expect("mock addr");
+        let (acceptor, runtime, listener, addr) =
+            tls_server(leaf, &[b"h2", b"http/1.1"], "mock-oauth");
         let shared = Arc::new(Shared {
             client_id: format!("cid-{}", random_alnum(12)),
             client_secret: format!("csecret-{}", random_alnum(24)),
