@@ -97,3 +97,18 @@ fn admin_listener_serves_health_and_prometheus_metrics() {
         "{text}"
     );
 }
+
+#[test]
+fn json_output_into_a_closed_pipe_is_not_a_panic() {
+    let home = Home::new();
+    let mut cmd = home.command(["env", "--json"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start axtary env");
+    // Close the reading end before the command gets to write (`axtary env --json | head -c0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("axtary env finished");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -39,7 +39,7 @@ pub fn run(cli: &Cli, args: &EnvArgs) -> Result<(), CliError> {
     CertAuthority::load_or_create(&home).map_err(CliError::Failed)?;
     let vars = agent_env(&home, config.proxy.listen, None)?;
     let shell = if cli.json { Shell::Json } else { args.shell };
-    print!("{}", render(&vars, shell));
+    super::print_out(&render(&vars, shell));
     Ok(())
 }
 

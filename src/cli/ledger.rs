@@ -71,10 +71,11 @@ pub fn run(cli: &Cli, cmd: &LedgerCommand) -> Result<(), CliError> {
                     .collect();
                 super::print_json(&serde_json::Value::Array(values));
             } else {
+                let mut text = String::new();
                 for l in &lines {
                     match serde_json::from_str::<serde_json::Value>(l) {
-                        Ok(v) => println!(
-                            "{} {:<9} {:<7} {}{} {} {} {}ms",
+                        Ok(v) => text.push_str(&format!(
+                            "{} {:<9} {:<7} {}{} {} {} {}ms\n",
                             v["ts"].as_str().unwrap_or("-"),
                             v["connector"].as_str().unwrap_or("-"),
                             v["method"].as_str().unwrap_or("-"),
@@ -83,10 +84,14 @@ pub fn run(cli: &Cli, cmd: &LedgerCommand) -> Result<(), CliError> {
                             v["status"],
                             v["decision"].as_str().unwrap_or("-"),
                             v["durationMs"],
-                        ),
-                        Err(_) => println!("{l}"),
+                        )),
+                        Err(_) => {
+                            text.push_str(l);
+                            text.push('\n');
+                        }
                     }
                 }
+                super::print_out(&text);
             }
             Ok(())
         }

@@ -95,10 +95,16 @@ pub fn load_config(cli: &Cli, home: &Home) -> Result<Config, CliError> {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    print_out(&format!("{text}\n"));
+}
+
+/// Writes to stdout. A reader that went away (`axtary doctor --json | head`) is not an error
+/// worth a panic: the output is simply dropped.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 /// The async runtime: multi-threaded, one worker per core.
