@@ -132,3 +132,31 @@ pub fn tls_server(
     let addr = listener.local_addr().expect("mock local addr");
     (acceptor, runtime, listener, addr)
 }
+
+/// Serves one accepted mock connection with the protocol its ALPN chose (HTTP/2 or HTTP/1.1).
+pub async fn serve_by_alpn<S, B>(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    svc: S,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let _ = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+        .await;
+}

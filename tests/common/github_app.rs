@@ -24,13 +24,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::{tls_server, TestCa};
+use super::ca::{serve_by_alpn, tls_server, TestCa};
 use super::proxy::{Proxy, ProxyBuilder};
 use super::{random_alnum, run_bounded, scrub_env, Home, RunOutput};
 
@@ -300,15 +298,8 @@ async fn accept_loop(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let svc = service_fn(move |req| handle(req, state.clone(), key.clone()));
-            let builder = ConnBuilder::new(TokioExecutor::new());
-            let builder = if h2 {
-                builder.http2_only()
-            } else {
-                builder.http1_only()
-            };
-            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            serve_by_alpn(tls, svc).await;
         });
     }
 }

@@ -21,15 +21,13 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::{tls_server, TestCa};
+use super::ca::{serve_by_alpn, tls_server, TestCa};
 
 /// The hosts a default mock answers for.
 pub const PROVIDER_HOSTS: [&str; 4] = [
@@ -239,15 +237,8 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<S
             shared.connections.fetch_add(1, Ordering::SeqCst);
             let (_, conn) = tls.get_ref();
             let sni = conn.server_name().map(str::to_owned);
-            let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
             let svc = service_fn(move |req| handle(req, shared.clone(), sni.clone()));
-            let builder = ConnBuilder::new(TokioExecutor::new());
-            let builder = if h2 {
-                builder.http2_only()
-            } else {
-                builder.http1_only()
-            };
-            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            serve_by_alpn(tls, svc).await;
         });
     }
 }
