@@ -160,3 +160,28 @@ pub async fn serve_by_alpn<S, B>(
         .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
         .await;
 }
+
+/// Accepts connections on `listener` for as long as the mock's runtime lives, completes each
+/// TLS handshake in its own task and hands the stream to `on_conn`.
+pub async fn accept_tls<F, Fut>(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    on_conn: F,
+) where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let on_conn = on_conn.clone();
+        tokio::spawn(async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                on_conn(tls).await;
+            }
+        });
+    }
+}

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::{serve_by_alpn, tls_server, TestCa};
+use super::ca::{accept_tls, serve_by_alpn, tls_server, TestCa};
 use super::proxy::{Proxy, ProxyBuilder};
 use super::{random_alnum, run_bounded, scrub_env, Home, RunOutput};
 
@@ -286,22 +286,15 @@ async fn accept_loop(
     state: Arc<State>,
     key: Decoding,
 ) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let acceptor = acceptor.clone();
+    accept_tls(listener, acceptor, move |tls| {
         let state = state.clone();
         let key = key.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
+        async move {
             let svc = service_fn(move |req| handle(req, state.clone(), key.clone()));
             serve_by_alpn(tls, svc).await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn handle(

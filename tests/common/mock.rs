@@ -27,7 +27,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::{serve_by_alpn, tls_server, TestCa};
+use super::ca::{accept_tls, serve_by_alpn, tls_server, TestCa};
 
 /// The hosts a default mock answers for.
 pub const PROVIDER_HOSTS: [&str; 4] = [
@@ -220,27 +220,17 @@ impl Drop for MockProvider {
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
+    accept_tls(listener, acceptor, move |tls| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
+        async move {
             shared.connections.fetch_add(1, Ordering::SeqCst);
             let (_, conn) = tls.get_ref();
             let sni = conn.server_name().map(str::to_owned);
             let svc = service_fn(move |req| handle(req, shared.clone(), sni.clone()));
             serve_by_alpn(tls, svc).await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn handle(

@@ -27,15 +27,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use rcgen::PublicKeyData;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
-use super::ca::{tls_server, TestCa};
+use super::ca::{accept_tls, serve_by_alpn, tls_server, TestCa};
 use super::random_alnum;
 
 /// The hosts the OAuth mock's certificate covers.
@@ -278,26 +276,17 @@ impl Drop for OauthMock {
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let acceptor = acceptor.clone();
+    accept_tls(listener, acceptor, move |tls| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
+        async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(req, shared).await) }
             });
-            let _ = ConnBuilder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-        });
-    }
+            serve_by_alpn(tls, svc).await;
+        }
+    })
+    .await;
 }
 
 type Resp = Response<Full<Bytes>>;
